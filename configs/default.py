@@ -1,0 +1,36 @@
+"""The embedded default: flow propagation on a generated multi-object video set, then J&F.
+
+    python launch.py                       # generates data in runs/default/synthetic_data
+    python launch.py --config.data.root=/path/to/DAVIS --config.data.sequences=a,b
+
+Every experiment config is a `get_config()` file like this one; any field can be overridden
+on the command line with --config.<field>=<value>.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = 'segment'  # segment | evaluate | train | finetune; --mode overrides.
+  # 'semi-supervised' (one-shot: first masks given) or 'unsupervised' (zero-shot).
+  config.task = 'semi-supervised'
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'davis'  # davis | youtube_vos | video
+  config.data.root = ''  # Empty: generate the synthetic demo set into <workdir>/synthetic_data.
+  config.data.resolution = '480p'
+  config.data.split = 'val'
+  config.data.sequences = ''  # Comma-separated names; empty: the whole split.
+  config.data.mask_format = 'auto'  # auto | binary (DAVIS-2016 0/255) | palette (object ids)
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      num_videos=3, num_frames=20, height=240, width=320, max_objects=3, seed=0))
+
+  config.method = ml_collections.ConfigDict()
+  config.method.name = 'flow'
+  config.method.preset = 'medium'  # OpenCV DIS preset: ultrafast | fast | medium.
+
+  config.evaluation = ml_collections.ConfigDict()
+  config.evaluation.workers = 2  # Processes scoring sequences in parallel.
+  return config

@@ -1,0 +1,74 @@
+r"""Runs one jvos job: segment, evaluate, train or fine-tune, as a config file describes.
+
+    python launch.py                                   # the embedded default, end to end
+    python launch.py --config configs/flow_davis16.py --mode segment \
+        --config.data.root=/data/DAVIS --config.data.sequences=dog,goat --workdir runs/flow
+    python launch.py --mode evaluate --config.data.root=/data/DAVIS --workdir runs/flow
+
+Everything a run writes goes to --workdir: the resolved config (config.json), masks/<video>/,
+metrics.json and the benchmark CSV tables.
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from jvos import evaluation
+from jvos import methods
+from jvos import segment
+from jvos.data import build_dataset
+from jvos.errors import InputError
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py')
+_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.')
+_MODE = flags.DEFINE_enum('mode', None, ['segment', 'evaluate'],
+                          'What to run; default: the config\'s `mode`.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default: runs/<config name>.')
+
+
+def run_segment(config, workdir: pathlib.Path) -> None:
+  """Runs the config's method over the dataset, writes masks, then scores them if it can."""
+  dataset = build_dataset(config.data, workdir)
+  segmenter = methods.build_segmenter(config)
+  segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task)
+  run_evaluate(config, workdir, dataset)
+
+
+def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
+  """Scores the masks already in <workdir>/masks against the dataset's annotations."""
+  dataset = dataset or build_dataset(config.data, workdir)
+  metrics = evaluation.evaluate(dataset, workdir / 'masks', workdir, task=config.task,
+                                workers=config.evaluation.workers)
+  if metrics is not None:
+    logging.info('J&F %.4f  J %.4f  F %.4f  (%s)', metrics['JF_mean'], metrics['J_mean'],
+                 metrics['F_mean'], workdir / 'metrics.json')
+
+
+MODES = {'segment': run_segment, 'evaluate': run_evaluate}
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  mode = _MODE.value or config.mode
+  config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
+  workdir = pathlib.Path(_WORKDIR.value or os.path.join('runs', config_name))
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / 'config.json').write_text(json.dumps(config.to_dict(), indent=2) + '\n')
+  logging.info('mode=%s workdir=%s', mode, workdir)
+  try:
+    MODES[mode](config, workdir)
+  except InputError as e:
+    print(f'jvos: error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
