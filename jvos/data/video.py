@@ -154,16 +154,23 @@ class Video:
           given[obj] = (index[frame_name], labels == obj)
     return given
 
-  def check(self) -> None:
+  def check(self, require_objects: bool = True) -> None:
     """Checks, before any work starts, that a method can be run on this video.
 
     Fails with a message naming the file, so a bad video stops the run before it writes.
+
+    Args:
+      require_objects: False for a video given without masks, which only a zero-shot
+        (unsupervised) method can segment.
     """
     if not self.frame_paths:
       raise InputError(f'Video {self.name} has no frames.')
-    if not self.first_frames:
-      raise InputError(f'Video {self.name} has no object to segment: its first mask is empty. '
-                       'Draw the object in the mask, or drop the video from data.sequences.')
+    if require_objects and not self.first_frames:
+      first_mask = self.annotation_paths.get(self.frame_names[0])
+      why = (f'its first mask {first_mask} is empty' if first_mask else
+             f'no mask is given for {self.frame_paths[0]}')
+      raise InputError(f'Video {self.name} has no object to segment: {why}. Draw the object in '
+                       'the mask, or drop the video from data.sequences.')
     frame_size = image_size(self.frame_paths[0])
     names = set(self.frame_names)
     for frame_name in sorted(set(self.first_frames.values())):
