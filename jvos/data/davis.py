@@ -44,11 +44,14 @@ def _split_sequences(root: pathlib.Path, resolution: str, split: str) -> tuple[s
 
 def _is_binary(mask_path: pathlib.Path) -> bool:
   """DAVIS-2016 masks are grey 0/255; DAVIS-2017 ones are palette PNGs of object ids."""
-  with Image.open(mask_path) as image:
-    if image.mode == 'P':
-      return False
-    if image.mode in ('1', 'L'):
-      return set(np.unique(np.asarray(image)).tolist()) <= {0, 255}
+  try:
+    with Image.open(mask_path) as image:
+      if image.mode == 'P':
+        return False
+      if image.mode in ('1', 'L'):
+        return set(np.unique(np.asarray(image)).tolist()) <= {0, 255}
+  except (OSError, SyntaxError, ValueError) as e:
+    raise InputError(f'Mask {mask_path} is not a readable PNG ({e}); re-create or delete it.') from None
   # Anything else (RGB...) is rejected by read_label_map with a message saying how to convert.
   return False
 
