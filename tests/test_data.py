@@ -429,6 +429,11 @@ def test_corrupt_frame_and_mask(davis2017_root, tmp_path):
   with pytest.raises(InputError) as error:  # The same file as a user's first-frame mask.
     load_user_video(davis2017_root / 'JPEGImages' / '480p' / 'boxes', garbage_mask, tmp_path)
   _assert_names(error, garbage_mask)
+  first_mask = video.annotation_paths['00000']
+  first_mask.write_bytes(b'\x89PNG garbage')
+  with pytest.raises(InputError) as error:  # ... and as the first-frame mask of a dataset.
+    load_davis(davis2017_root)
+  _assert_names(error, first_mask)
 
 
 def test_rgb_masks_instead_of_palette(davis2017_root):
