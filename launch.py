@@ -36,7 +36,8 @@ def run_segment(config, workdir: pathlib.Path) -> None:
   """Runs the config's method over the dataset, writes masks, then scores them if it can."""
   dataset = build_dataset(config.data, workdir)
   segmenter = methods.build_segmenter(config)
-  segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task)
+  segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task,
+                          overlays_dir=workdir / 'overlays' if config.output.overlays else None)
   run_evaluate(config, workdir, dataset)
 
 

@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.method.name = 'flow'
   config.method.preset = 'medium'  # OpenCV DIS preset: ultrafast | fast | medium.
 
+  config.output = ml_collections.ConfigDict()
+  config.output.overlays = False  # Also write <workdir>/overlays/<video>/<frame>.jpg.
+
   config.evaluation = ml_collections.ConfigDict()
   config.evaluation.workers = 2  # Processes scoring sequences in parallel.
   return config

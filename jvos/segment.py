@@ -14,9 +14,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import tqdm
+from PIL import Image
 from absl import logging
 
-from jvos.data.video import Video, VideoDataset, write_label_map
+from jvos.data.video import Video, VideoDataset, palette, write_label_map
 
 Segmenter = Callable[[Video], Iterator[np.ndarray]]
 
@@ -48,8 +49,16 @@ def one_shot_labels(scores: np.ndarray, video: Video, frame_index: int,
   return labels
 
 
-def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, task: str) -> None:
-  """Writes out_dir/<frame>.png for every frame of the video."""
+def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """The frame with each object tinted in its palette colour, for looking at results."""
+  colours = palette()[labels].astype(np.float32)
+  blended = np.where(labels[..., None] > 0, (1 - alpha) * frame + alpha * colours, frame)
+  return blended.astype(np.uint8)
+
+
+def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, task: str,
+                  overlay_dir: pathlib.Path | None = None) -> None:
+  """Writes out_dir/<frame>.png for every frame of the video (and overlays, if asked)."""
   given = video.given_masks() if task == 'semi-supervised' else {}
   frame_names = video.frame_names
   count = 0
@@ -59,14 +68,19 @@ def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, tas
     else:
       labels = merge_scores(scores)
     write_label_map(out_dir / f'{frame_names[index]}.png', labels, video.binary)
+    if overlay_dir is not None:
+      overlay_dir.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(overlay(video.frame(index), labels)).save(
+          overlay_dir / f'{frame_names[index]}.jpg', quality=90)
     count += 1
   if count != len(video):
     raise RuntimeError(f'The method gave {count} frames for {video.name}, which has {len(video)}.')
 
 
 def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: pathlib.Path,
-                    task: str = 'semi-supervised') -> None:
-  """Segments every video into masks_dir/<video>/.
+                    task: str = 'semi-supervised',
+                    overlays_dir: pathlib.Path | None = None) -> None:
+  """Segments every video into masks_dir/<video>/ (and overlays_dir/<video>/, if given).
 
   Each mask is written as soon as it is computed (atomically), so a failure in one video keeps
   every mask already written.
@@ -75,4 +89,5 @@ def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: path
     raise ValueError(f'task={task!r}; use semi-supervised or unsupervised.')
   for video in tqdm.tqdm(dataset, desc='segment', unit='video'):
     logging.info('Segmenting %s (%d frames)', video.name, len(video))
-    segment_video(segmenter, video, masks_dir / video.name, task)
+    segment_video(segmenter, video, masks_dir / video.name, task,
+                  overlays_dir / video.name if overlays_dir else None)

@@ -78,3 +78,32 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, davis2016_root):
                   '--config.data.sequences=dog', f'--workdir={tmp_path / "w"}', cwd=tmp_path)
   assert result.returncode == 2
   assert 'segment' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_demo_on_a_users_video_file_writes_masks_and_overlays(tmp_path, davis2016_root):
+  import cv2  # pylint: disable=g-import-not-at-top
+  frames = sorted((davis2016_root / 'JPEGImages' / '480p' / 'dog').glob('*.jpg'))[:8]
+  writer = cv2.VideoWriter(str(tmp_path / 'my dog.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10,
+                           (854, 480))
+  for frame in frames:
+    writer.write(cv2.imread(str(frame)))
+  writer.release()
+  mask = tmp_path / 'first.png'
+  mask.write_bytes((davis2016_root / 'Annotations' / '480p' / 'dog' / '00000.png').read_bytes())
+  workdir = tmp_path / 'w'
+  result = launch('--config', str(REPO / 'configs' / 'demo_video.py'),
+                  f'--config.data.frames={tmp_path / "my dog.avi"}', f'--config.data.mask={mask}',
+                  f'--workdir={workdir}', cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  masks = sorted((workdir / 'masks' / 'my dog').glob('*.png'))
+  overlays = sorted((workdir / 'overlays' / 'my dog').glob('*.jpg'))
+  assert len(masks) == len(overlays) == 8
+  # The dog stays found: each propagated mask overlaps the true one.
+  for mask_path in masks[1:]:
+    truth = np.asarray(Image.open(davis2016_root / 'Annotations' / '480p' / 'dog' /
+                                  mask_path.name)) > 0
+    predicted = np.asarray(Image.open(mask_path)) > 0
+    assert (truth & predicted).sum() / (truth | predicted).sum() > 0.5
+
+  result = launch('--config', str(REPO / 'configs' / 'demo_video.py'), cwd=tmp_path)
+  assert result.returncode == 2 and 'data.frames' in result.stderr

@@ -27,8 +27,14 @@ def build_dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> V
     return davis.load_davis(pathlib.Path(root), resolution=config.resolution, split=config.split,
                             sequences=sequences, mask_format=config.mask_format)
   if name == 'youtube_vos':
+    if not root:
+      raise InputError('data.root is empty: pass --config.data.root=<YouTube-VOS folder holding '
+                       'train/ and valid/>.')
     return youtube_vos.load_youtube_vos(pathlib.Path(root), split=config.split, sequences=sequences)
   if name == 'video':
+    if not config.get('frames'):
+      raise InputError('data.frames is empty: pass --config.data.frames=<folder of frames or '
+                       'video file> and --config.data.mask=<first-frame mask PNG>.')
     return user_video.load_user_video(pathlib.Path(config.frames), pathlib.Path(config.mask)
                                       if config.get('mask') else None, workdir=workdir)
   raise InputError(f'Unknown data.name={name!r}; use one of: davis, youtube_vos, video.')
