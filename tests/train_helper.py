@@ -1,0 +1,108 @@
+r"""What tests/test_train.py trains: a tiny model, its loss, a config, a tiny real dataset.
+
+Also a command line, so a test can run (and SIGKILL) training in a separate process:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 PYTHONPATH=. \
+        python tests/train_helper.py --workdir /tmp/run --data /tmp/tiny_davis --steps 12
+"""
+
+import argparse
+import pathlib
+import time
+
+from absl import logging
+import cv2
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jvos import train
+from jvos.data.video import read_frame, read_label_map, write_label_map
+
+SEQUENCES = ('bear', 'boat')
+FRAMES_PER_SEQUENCE = 4
+FRAME_SIZE = (112, 64)  # (width, height): DAVIS 854x480 shrunk about 7.6 times.
+# Seconds each train step sleeps, so that a test can kill a run between two checkpoints.
+# Read when the step runs, not when it is traced: every run compiles the same program.
+step_delay_s = 0.0
+
+
+def _sleep() -> None:
+  time.sleep(step_delay_s)
+
+
+class TinyNet(nn.Module):
+  """Three convolutions from RGB 0..255 to one foreground logit per pixel."""
+  features: int = 8
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    jax.debug.callback(_sleep)
+    x = images / 255.0 - 0.5
+    x = nn.relu(nn.Conv(self.features, (3, 3))(x))
+    x = nn.relu(nn.Conv(self.features, (3, 3))(x))
+    return nn.Conv(1, (1, 1))(x)[..., 0]
+
+
+def masked_bce(logits: jax.Array, masks: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy over the pixels that are not void (masks 0 or 1)."""
+  valid = (masks <= 1).astype(jnp.float32)
+  per_pixel = optax.sigmoid_binary_cross_entropy(logits, masks == 1)
+  return jnp.sum(per_pixel * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def make_config(data_root: pathlib.Path, num_steps: int, **train_overrides) -> (
+    ml_collections.ConfigDict):
+  """Adam on 48x48 crops, batches of 4, a checkpoint every 3 steps."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = ml_collections.ConfigDict(dict(
+      name='davis', root=str(data_root), resolution='480p', split='train',
+      sequences=','.join(SEQUENCES), mask_format='auto'))
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=4, num_steps=num_steps, optimizer='adam', learning_rate=1e-2, momentum=0.9,
+      schedule='cosine', warmup_steps=2, weight_decay=1e-4, grad_clip=1.0,
+      checkpoint_every=3, keep_checkpoints=2, log_every=1,
+      crop_size=(48, 48), scale_range=(0.7, 1.3), flip=True, colour_jitter=0.2,
+      data_threads=2, data_prefetch=8))
+  config.train.update(train_overrides)
+  config.model = ml_collections.ConfigDict(dict(name='tiny', features=8))
+  return config
+
+
+def make_tiny_davis(davis_root: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
+  """The first annotated frames of two real DAVIS-2016 train sequences, shrunk, in the DAVIS
+  layout (binary 0/255 masks)."""
+  for sequence in SEQUENCES:
+    masks = sorted((davis_root / 'Annotations' / '480p' / sequence).glob('*.png'))
+    for mask_path in masks[:FRAMES_PER_SEQUENCE]:
+      frame = read_frame(davis_root / 'JPEGImages' / '480p' / sequence / (mask_path.stem + '.jpg'))
+      frame_path = root / 'JPEGImages' / '480p' / sequence / (mask_path.stem + '.jpg')
+      frame_path.parent.mkdir(parents=True, exist_ok=True)
+      cv2.imwrite(str(frame_path), cv2.resize(frame, FRAME_SIZE, interpolation=cv2.INTER_AREA)
+                  [..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+      labels = cv2.resize(read_label_map(mask_path, binary=True), FRAME_SIZE,
+                          interpolation=cv2.INTER_NEAREST)
+      write_label_map(root / 'Annotations' / '480p' / sequence / mask_path.name,
+                      labels, binary=True)
+  return root
+
+
+def main() -> None:
+  global step_delay_s
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--workdir', type=pathlib.Path, required=True)
+  parser.add_argument('--data', type=pathlib.Path, required=True)
+  parser.add_argument('--steps', type=int, required=True)
+  parser.add_argument('--step_delay_s', type=float, default=0.0)
+  args = parser.parse_args()
+  step_delay_s = args.step_delay_s
+  logging.set_verbosity(logging.INFO)
+  train.train(make_config(args.data, args.steps), args.workdir, TinyNet(), masked_bce)
+  print(f'devices={jax.device_count()} done')
+
+
+if __name__ == '__main__':
+  main()
