@@ -22,18 +22,24 @@ from ml_collections import config_flags
 from jvos import evaluation
 from jvos import methods
 from jvos import segment
+from jvos import train
 from jvos.data import build_dataset
 from jvos.errors import InputError
+from jvos.models import osvos
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py')
 _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.')
-_MODE = flags.DEFINE_enum('mode', None, ['segment', 'evaluate'],
+_MODE = flags.DEFINE_enum('mode', None, ['segment', 'evaluate', 'train', 'finetune'],
                           'What to run; default: the config\'s `mode`.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default: runs/<config name>.')
 
 
 def run_segment(config, workdir: pathlib.Path) -> None:
-  """Runs the config's method over the dataset, writes masks, then scores them if it can."""
+  """Runs the config's method over the dataset, writes masks, then scores them if it can.
+
+  `--mode finetune` is the same run for methods that fine-tune on the first frame (OSVOS):
+  `finetune.steps` says how many steps, 0 for the parent network alone.
+  """
   dataset = build_dataset(config.data, workdir)
   segmenter = methods.build_segmenter(config)
   segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task,
@@ -51,7 +57,24 @@ def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
                  metrics['F_mean'], workdir / 'metrics.json')
 
 
-MODES = {'segment': run_segment, 'evaluate': run_evaluate}
+def run_train(config, workdir: pathlib.Path) -> None:
+  """Trains a parent network on `train.split` of the dataset; a rerun resumes."""
+  config = config.copy_and_resolve_references()
+  config.data.split, config.data.sequences = config.train.split, config.train.sequences
+  model = osvos.create(config.model)
+  init_params = osvos.initial_params(model, config.model, config.seed)
+  train.train(config, workdir, model, osvos.loss_fn, init_params)
+  logging.info('Parent parameters: %s', workdir / train.PARAMS_FILE)
+
+
+def run_finetune(config, workdir: pathlib.Path) -> None:
+  if 'finetune' not in config:
+    raise InputError(f'method.name={config.method.name!r} does not fine-tune; use --mode segment.')
+  run_segment(config, workdir)
+
+
+MODES = {'segment': run_segment, 'evaluate': run_evaluate, 'train': run_train,
+         'finetune': run_finetune}
 
 
 def main(argv) -> None:

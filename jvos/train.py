@@ -75,11 +75,14 @@ class TrainState:
   rng: jax.Array  # Step k draws its dropout key as fold_in(rng, k): no key to carry along.
 
 
-def make_schedule(train_config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up from 0 over `warmup_steps`, then a constant or cosine-decayed rate."""
+def make_schedule(train_config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+  """Linear warm-up from 0 over `warmup_steps`, then a constant or cosine-decayed rate.
+
+  Shared by parent training and online fine-tuning (which names its step count `steps`).
+  """
   peak, warmup = train_config.learning_rate, train_config.warmup_steps
   if train_config.schedule == 'cosine':
-    decay = optax.cosine_decay_schedule(peak, max(1, train_config.num_steps - warmup))
+    decay = optax.cosine_decay_schedule(peak, max(1, num_steps - warmup))
   elif train_config.schedule == 'constant':
     decay = optax.constant_schedule(peak)
   else:
@@ -327,7 +330,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Mo
   image_shape = (1, *input_pipeline.crop_size(train_config), 3)
   if init_params is not None:
     check_init_params(init_params, model, image_shape)
-  schedule = make_schedule(train_config)
+  schedule = make_schedule(train_config, train_config.num_steps)
   optimizer = make_optimizer(train_config, schedule)
   iterator = input_pipeline.train_iterator(
       build_dataset(config.data, workdir), train_config, config.seed,

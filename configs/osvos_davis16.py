@@ -1,0 +1,53 @@
+"""OSVOS on DAVIS-2016: a parent network trained on train, fine-tuned on each val video's frame 0.
+
+    # Fine-tune the released parent on each sequence and segment it (the default mode):
+    python launch.py --config configs/osvos_davis16.py --config.data.root=/data/DAVIS2016
+    # Train a parent of your own (resumes if rerun), then fine-tune from it:
+    python launch.py --config configs/osvos_davis16.py --mode train \
+        --config.data.root=/data/DAVIS2016 --config.model.pretrained=/weights/x.tflite
+    python launch.py --config configs/osvos_davis16.py \
+        --config.finetune.parent=runs/osvos_davis16/params.msgpack ...
+
+The released parent (experiments/osvos_parent/) is MobileNetV2 (width 0.5) initialised from the
+DeepLabV3 TFLite trunk; experiments/osvos_parent/README.md says how it was trained.
+"""
+
+import os
+
+import ml_collections
+
+from configs import default
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def get_config():
+  config = default.get_config()
+  config.mode = 'finetune'
+  config.data.mask_format = 'binary'
+  config.method.name = 'osvos'
+
+  # Architecture of a parent trained with --mode train (fine-tuning reads the parent's own).
+  config.model = ml_collections.ConfigDict(dict(
+      name='osvos', backbone='mobilenet_v2', width_multiplier=0.5, output_stride=16,
+      input_style='tflite', dtype='float32',
+      # Backbone weights to start from: .tflite for mobilenet_v2, .pth/.h5 for vgg16 (then
+      # input_style 'torch_imagenet' / 'caffe_bgr'); empty: from scratch.
+      pretrained=''))
+
+  config.train = ml_collections.ConfigDict(dict(
+      split='train', sequences='',
+      batch_size=8, num_steps=4000, optimizer='adam', learning_rate=1e-3, momentum=0.9,
+      schedule='cosine', warmup_steps=200, weight_decay=1e-4, grad_clip=1.0,
+      checkpoint_every=500, keep_checkpoints=2, log_every=50,
+      crop_size=(256, 256), scale_range=(0.4, 0.8), flip=True, colour_jitter=0.2,
+      data_threads=4, data_prefetch=16))
+
+  config.finetune = ml_collections.ConfigDict(dict(
+      parent=os.path.join(_REPO, 'experiments', 'osvos_parent', 'params.msgpack'),
+      steps=100, batch_size=2, optimizer='adam', learning_rate=1e-4, momentum=0.9,
+      schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
+      max_scale=1.2, max_shift=0.1,  # On-device augmentation of the first frame.
+      input_scale=0.5,  # Fine-tune and segment at this fraction of the frame size.
+      inference_batch_size=4))
+  return config

@@ -1,0 +1,176 @@
+"""OSVOS (Caelles et al., CVPR 2017): a backbone with deep-supervised side outputs, fused.
+
+Foreground branch of the paper: side outputs from backbone stages 2-5 (a 16-channel 3x3 conv
+each, learned upsampling to the input size, a 1x1 score per side for deep supervision), the four
+upsampled 16-channel maps fused by a 1x1 conv. The parent network is trained on the training
+videos; at test time it is fine-tuned on the first frame of each video (jvos/finetune.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jvos import weights
+from jvos.errors import InputError
+from jvos.models.mobilenet_v2 import MobileNetV2
+from jvos.models.preprocessing import normalize
+from jvos.models.vgg import VGG16
+
+BACKBONES = ('vgg16', 'mobilenet_v2')
+
+
+def bilinear_subpixel_init(factor: int):
+  """Initialiser making `LearnedUpsampling` start as bilinear interpolation.
+
+  Output row i of each block of `factor` rows lies at input coordinate y + (i + 0.5)/factor - 0.5,
+  between input rows y-1, y, y+1; the kernel holds the three bilinear taps per sub-position.
+  """
+  offsets = (np.arange(factor) + 0.5) / factor - 0.5
+  taps = np.stack([np.maximum(0, -offsets), 1 - np.abs(offsets), np.maximum(0, offsets)])
+  kernel = taps[:, None, :, None] * taps[None, :, None, :]  # (3, 3, factor, factor)
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.broadcast_to(jnp.asarray(kernel, dtype)[..., None], shape)
+  return init
+
+
+class LearnedUpsampling(nn.Module):
+  """Per-channel learned upsampling by an integer factor (a transposed conv, sub-pixel form).
+
+  Each output pixel is a learned mix of the 3x3 input neighbourhood it falls in, one kernel per
+  sub-pixel position and channel: the work of a depthwise transposed conv with kernel 3*factor,
+  without the zero-stuffed input that makes XLA's transposed convs slow at large factors.
+  """
+  factor: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, height, width, channels = x.shape
+    kernel = self.param('kernel', bilinear_subpixel_init(self.factor),
+                        (3, 3, self.factor, self.factor, channels))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
+    neighbours = jnp.stack([jnp.stack([padded[:, dy:dy + height, dx:dx + width]
+                                       for dx in range(3)], axis=1) for dy in range(3)], axis=1)
+    # neighbours: (B, 3, 3, H, W, C) -> (B, H, f, W, f, C)
+    out = jnp.einsum('byxhwc,yxijc->bhiwjc', neighbours, kernel.astype(x.dtype))
+    return out.reshape(batch, height * self.factor, width * self.factor, channels)
+
+
+def stride(size: int, stage_size: int) -> int:
+  """The power-of-two stride that took a side of `size` pixels to `stage_size`."""
+  return 2 ** int(round(np.log2(size / stage_size)))
+
+
+def fit(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Crops (or edge-pads) an upsampled map to the input size, anchored at the top-left.
+
+  Strided layers map input pixel 0 to stage pixel 0, so the two grids share their top-left.
+  """
+  pad_h, pad_w = max(0, height - x.shape[1]), max(0, width - x.shape[2])
+  if pad_h or pad_w:
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode='edge')
+  return x[:, :height, :width]
+
+
+class OSVOS(nn.Module):
+  """OSVOS foreground network. Input RGB 0..255 (B, H, W, 3); logits at input size.
+
+  Returns {'sides': [4 x (B, H, W)], 'fused': (B, H, W)} logits; sigmoid('fused') is the mask.
+  """
+  backbone: str = 'vgg16'
+  input_style: str = 'torch_imagenet'  # Set by the pretrained weights the backbone starts from.
+  side_channels: int = 16
+  width_multiplier: float = 1.0  # MobileNetV2 only, as its pretrained weights have it.
+  output_stride: int = 16  # MobileNetV2 only: dilate the last blocks to keep detail (DeepLab).
+  dtype: Any = jnp.float32
+
+  def backbone_module(self) -> nn.Module:
+    if self.backbone == 'vgg16':
+      return VGG16(dtype=self.dtype, name='backbone')
+    return MobileNetV2(width_multiplier=self.width_multiplier, output_stride=self.output_stride,
+                       dtype=self.dtype, name='backbone')
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> dict[str, Any]:
+    height, width = images.shape[1:3]
+    x = normalize(images, self.input_style).astype(self.dtype)
+    stages = self.backbone_module()(x)
+    side_maps, side_logits = [], []
+    for index, features in enumerate(stages[1:], start=2):
+      side = nn.Conv(self.side_channels, (3, 3), dtype=self.dtype, name=f'side{index}')(features)
+      side = fit(LearnedUpsampling(stride(height, features.shape[1]), name=f'upsample{index}')(side),
+                 height, width)
+      side_maps.append(side)
+      score = nn.Conv(1, (1, 1), dtype=self.dtype, name=f'score{index}')(side)
+      side_logits.append(score[..., 0].astype(jnp.float32))
+    fused = nn.Conv(1, (1, 1), dtype=self.dtype, name='fuse')(jnp.concatenate(side_maps, -1))
+    return {'sides': side_logits, 'fused': fused[..., 0].astype(jnp.float32)}
+
+
+def class_balanced_bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+  """OSVOS's class-balanced sigmoid cross-entropy, per pixel, averaged.
+
+  Positives are weighted by the fraction of negatives and vice versa, per image, so a small
+  object counts as much as the background around it (the paper's loss divided by the pixel
+  count, which keeps the scale independent of resolution).
+  """
+  valid = valid.astype(jnp.float32)
+  positives = jnp.sum(labels * valid, axis=(1, 2), keepdims=True)
+  negatives = jnp.sum((1 - labels) * valid, axis=(1, 2), keepdims=True)
+  total = jnp.maximum(positives + negatives, 1.0)
+  weights = jnp.where(labels > 0.5, negatives / total, positives / total) * valid
+  bce = optax.sigmoid_binary_cross_entropy(logits, labels)
+  return jnp.mean(jnp.sum(weights * bce, axis=(1, 2)) / total[:, 0, 0])
+
+
+def loss_fn(outputs: dict[str, Any], masks: jax.Array) -> jax.Array:
+  """Deep supervision: the balanced loss on every side output and on the fused output.
+
+  masks: (B, H, W) float, 1 foreground, 0 background, anything else (void) ignored.
+  """
+  labels = (masks == 1).astype(jnp.float32)
+  valid = (masks <= 1)
+  return sum(class_balanced_bce(logits, labels, valid)
+             for logits in [*outputs['sides'], outputs['fused']])
+
+
+def probabilities(outputs: dict[str, Any]) -> jax.Array:
+  return jax.nn.sigmoid(outputs['fused'])
+
+
+def create(model_config) -> OSVOS:
+  """The OSVOS module a config's `model` field describes."""
+  if model_config.backbone not in BACKBONES:
+    raise InputError(f'model.backbone={model_config.backbone!r}; use one of {BACKBONES}.')
+  return OSVOS(backbone=model_config.backbone, input_style=model_config.input_style,
+               width_multiplier=model_config.width_multiplier,
+               output_stride=model_config.output_stride, dtype=jnp.dtype(model_config.dtype))
+
+
+def initial_params(model: OSVOS, model_config, seed: int) -> Any:
+  """Random side outputs on a backbone read from `model.pretrained` (if set): a parent's start.
+
+  The file is read as the backbone's weights: .pth/.h5 for vgg16, either .tflite for
+  mobilenet_v2 (the DeepLabV3 file's trunk is MobileNetV2 at width 0.5).
+  """
+  params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3)))['params']
+  if not model_config.pretrained:
+    return params
+  pretrained = weights.load_pretrained(model_config.pretrained, model.backbone)
+  if pretrained.style != model.input_style:
+    raise InputError(f'{model_config.pretrained} expects input style {pretrained.style!r} but '
+                     f'model.input_style={model.input_style!r}; set --config.model.input_style='
+                     f'{pretrained.style}.')
+  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+  if shapes(pretrained.params) != shapes(params['backbone']):
+    raise InputError(f'{model_config.pretrained} does not fit model.backbone={model.backbone!r} '
+                     f'at model.width_multiplier={model.width_multiplier} (the DeepLabV3 .tflite '
+                     'trunk has width 0.5, the ImageNet one 1.0).')
+  return {**params, 'backbone': pretrained.params}

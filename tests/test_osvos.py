@@ -1,0 +1,120 @@
+"""OSVOS: the network, its loss, and online fine-tuning as one compiled loop."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jvos import finetune
+from jvos.data.davis import load_davis
+from jvos.data.synthetic import ensure_synthetic_davis
+from jvos.models import osvos
+from jvos.segment import segment_video
+
+FINETUNE = ml_collections.ConfigDict(dict(
+    steps=60, batch_size=2, max_scale=1.2, max_shift=0.1, input_scale=0.5,
+    inference_batch_size=3))
+
+
+def small_osvos() -> osvos.OSVOS:
+  return osvos.OSVOS(backbone='mobilenet_v2', input_style='tflite', width_multiplier=0.35)
+
+
+def test_learned_upsampling_starts_as_bilinear_interpolation():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5, 3))
+  for factor in (2, 4, 8):
+    layer = osvos.LearnedUpsampling(factor)
+    params = layer.init(jax.random.PRNGKey(1), x)
+    upsampled = layer.apply(params, x)
+    expected = jax.image.resize(x, (1, 6 * factor, 5 * factor, 3), 'bilinear')
+    np.testing.assert_allclose(upsampled, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('backbone', ['vgg16', 'mobilenet_v2'])
+def test_side_outputs_and_fused_output_have_the_input_size(backbone):
+  model = osvos.OSVOS(backbone=backbone, width_multiplier=0.35)
+  images = jnp.full((2, 45, 70, 3), 128.0)
+  outputs, _ = jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x), images)
+  assert [s.shape for s in outputs['sides']] == [(2, 45, 70)] * 4
+  assert outputs['fused'].shape == (2, 45, 70)
+
+
+def test_class_balanced_loss_weights_each_class_by_the_others_share():
+  logits = jnp.array([[[2.0, -1.0, 0.5, 0.0]]])
+  labels = jnp.array([[[1.0, 0.0, 0.0, 0.0]]])
+  bce = np.log1p(np.exp(-np.array([2.0]))).sum(), np.log1p(np.exp([-1.0, 0.5, 0.0])).sum()
+  # One positive of four: positives weigh 3/4, negatives 1/4, all over 4 pixels.
+  expected = (0.75 * bce[0] + 0.25 * bce[1]) / 4
+  assert float(osvos.class_balanced_bce(logits, labels, jnp.ones_like(labels))) == (
+      pytest.approx(expected, rel=1e-6))
+  # Void pixels neither count nor weigh.
+  valid = jnp.array([[[1.0, 1.0, 0.0, 0.0]]])
+  expected_void = (0.5 * bce[0] + 0.5 * np.log1p(np.exp(-1.0))) / 2
+  assert float(osvos.class_balanced_bce(logits, labels, valid)) == pytest.approx(
+      expected_void, rel=1e-6)
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+  # The image's red channel is the mask: any misalignment would show as disagreement.
+  mask = np.zeros((40, 60), np.float32)
+  mask[10:25, 20:45] = 1
+  image = np.stack([mask * 255, np.full_like(mask, 50), np.zeros_like(mask)], -1)
+  for seed in range(5):
+    aug_image, aug_mask = finetune.augment(jnp.asarray(image), jnp.asarray(mask),
+                                           jax.random.PRNGKey(seed), 1.3, 0.15)
+    inside = np.asarray(aug_mask) == 1
+    assert inside.any() and not inside.all()
+    red = np.asarray(aug_image[..., 0])
+    assert np.mean((red > 127) == inside) > 0.98
+
+
+@pytest.fixture(scope='module')
+def synthetic_video(tmp_path_factory):
+  root = ensure_synthetic_davis(tmp_path_factory.mktemp('synthetic'), num_videos=1,
+                                num_frames=6, height=96, width=128, max_objects=2, seed=3)
+  return load_davis(pathlib.Path(root)).videos[0]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+  return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_video):
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(1e-3), FINETUNE)
+  frame_index, mask = synthetic_video.given_masks()[1]
+  image = jnp.asarray(synthetic_video.frame(frame_index), jnp.float32)
+  tuned, losses = run(params, image, jnp.asarray(mask, jnp.float32), jax.random.PRNGKey(0))
+  assert losses.shape == (FINETUNE.steps,)
+  assert float(losses[-10:].mean()) < 0.6 * float(losses[:10].mean())
+  # All steps ran inside one XLA computation: a second call does not trace again.
+  assert run._cache_size() == 1
+  run(params, image, jnp.asarray(mask, jnp.float32), jax.random.PRNGKey(1))
+  assert run._cache_size() == 1
+
+  def predicted(p):
+    return np.asarray(osvos.probabilities(model.apply({'params': p}, image[None])))[0] > 0.5
+  assert iou(predicted(tuned), mask) > 0.5
+  assert iou(predicted(tuned), mask) > iou(predicted(params), mask) + 0.2
+
+
+def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_video, tmp_path):
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  segmenter = finetune.FinetuneSegmenter(model.apply, osvos.loss_fn, osvos.probabilities,
+                                         params, optax.adam(1e-3), FINETUNE)
+  segment_video(segmenter, synthetic_video, tmp_path, 'semi-supervised')
+  from jvos.data.video import read_label_map  # pylint: disable=g-import-not-at-top
+  written = [read_label_map(tmp_path / f'{name}.png', binary=False)
+             for name in synthetic_video.frame_names]
+  assert len(written) == len(synthetic_video)
+  assert written[0].shape == synthetic_video.frame(0).shape[:2]
+  # Each object is found on the frame after the first, near where it really is.
+  truth = synthetic_video.annotation(synthetic_video.frame_names[1])
+  for obj in synthetic_video.object_ids:
+    assert iou(written[1] == obj, truth == obj) > 0.3, obj
