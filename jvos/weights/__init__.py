@@ -1,0 +1,37 @@
+"""Pretrained weights: one entry point, `load_pretrained`, that picks the reader by suffix.
+
+  .tflite     -> 'mobilenet_v2' or 'deeplabv3' (TF-slim exports; `jvos.weights.tflite`)
+  .pth / .pt  -> 'vgg16' (torchvision state_dict; `jvos.weights.vgg16`)
+  .h5         -> 'vgg16' (Keras notop weights; `jvos.weights.vgg16`)
+
+Each returns a `Pretrained(module, params, style)`: the module configured as the weights need
+(clone it to change e.g. `output_stride` or `dtype`; the params do not depend on those), its
+params, and the `jvos.models.preprocessing.normalize` style of the images they were trained on.
+"""
+
+import pathlib
+
+from jvos.errors import InputError
+from jvos.weights import tflite, vgg16
+from jvos.weights.mapping import Pretrained
+
+_LOADERS = {
+    ('.tflite', 'mobilenet_v2'): tflite.load_mobilenet_v2,
+    ('.tflite', 'deeplabv3'): tflite.load_deeplabv3,
+    ('.pth', 'vgg16'): vgg16.load_torch,
+    ('.pt', 'vgg16'): vgg16.load_torch,
+    ('.h5', 'vgg16'): vgg16.load_keras,
+}
+
+
+def load_pretrained(path: str | pathlib.Path, model: str) -> Pretrained:
+  """Reads the pretrained weights of `model` ('vgg16', 'mobilenet_v2', 'deeplabv3') at `path`."""
+  path = pathlib.Path(path)
+  loader = _LOADERS.get((path.suffix.lower(), model))
+  if loader is None:
+    accepted = ', '.join(f'{suffix} for {name}' for suffix, name in _LOADERS)
+    raise InputError(f'Cannot load {path} as {model!r} weights: jvos reads {accepted}.')
+  if not path.is_file():
+    raise InputError(f'Pretrained weights {path} do not exist; check the path (the TFLite files '
+                     'ship in shared/weights, VGG16 ones must be downloaded by the user).')
+  return loader(path)
