@@ -4,9 +4,13 @@ Also a command line, so a test can run (and SIGKILL) training in a separate proc
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 PYTHONPATH=. \
         python tests/train_helper.py --workdir /tmp/run --data /tmp/tiny_davis --steps 12
+
+With --coordinator_address, --num_processes and --process_id, it is one process of a
+multi-process run (tests/test_multihost.py starts two on localhost).
 """
 
 import argparse
+import json
 import pathlib
 import time
 
@@ -90,6 +94,19 @@ def make_tiny_davis(davis_root: pathlib.Path, root: pathlib.Path) -> pathlib.Pat
   return root
 
 
+def record_examples(path: pathlib.Path) -> None:
+  """Makes the trainer append the example ids of each local batch it loads to `path`, one JSON
+  list a line, so that a test can tell which frames each process read."""
+  global_batch = train.global_batch
+
+  def recording_global_batch(local_batch, *args):
+    with path.open('a') as f:
+      f.write(json.dumps(local_batch['example'].tolist()) + '\n')
+    return global_batch(local_batch, *args)
+
+  train.global_batch = recording_global_batch
+
+
 def main() -> None:
   global step_delay_s
   parser = argparse.ArgumentParser(description=__doc__)
@@ -97,7 +114,16 @@ def main() -> None:
   parser.add_argument('--data', type=pathlib.Path, required=True)
   parser.add_argument('--steps', type=int, required=True)
   parser.add_argument('--step_delay_s', type=float, default=0.0)
+  parser.add_argument('--examples_log', type=pathlib.Path,
+                      help='Where to log the example ids of each local batch.')
+  parser.add_argument('--coordinator_address', help='host:port of process 0.')
+  parser.add_argument('--num_processes', type=int)
+  parser.add_argument('--process_id', type=int)
   args = parser.parse_args()
+  if args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  if args.examples_log:
+    record_examples(args.examples_log)
   step_delay_s = args.step_delay_s
   logging.set_verbosity(logging.INFO)
   train.train(make_config(args.data, args.steps), args.workdir, TinyNet(), masked_bce)
