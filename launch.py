@@ -17,6 +17,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from jvos import evaluation
@@ -27,11 +28,25 @@ from jvos.data import build_dataset
 from jvos.errors import InputError
 from jvos.models import osvos
 
+def _env_int(name: str) -> int | None:
+  return int(os.environ[name]) if os.environ.get(name) else None
+
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py')
 _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.')
 _MODE = flags.DEFINE_enum('mode', None, ['segment', 'evaluate', 'train', 'finetune'],
                           'What to run; default: the config\'s `mode`.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default: runs/<config name>.')
+# Multi-process runs (TPU pods, GPU clusters). Defaults come from the variables JAX documents,
+# so a scheduler can set them; --distributed alone lets JAX detect the cluster (TPU, SLURM...).
+_COORDINATOR = flags.DEFINE_string('coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS'),
+                                   'host:port of process 0; starts jax.distributed.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', _env_int('JAX_NUM_PROCESSES'),
+                                      'Number of processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', _env_int('JAX_PROCESS_ID'),
+                                   'This process\'s index in a multi-process run.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
+                                 'Start jax.distributed from the cluster environment.')
 
 
 def run_segment(config, workdir: pathlib.Path) -> None:
@@ -77,15 +92,28 @@ MODES = {'segment': run_segment, 'evaluate': run_evaluate, 'train': run_train,
          'finetune': run_finetune}
 
 
+def init_distributed() -> None:
+  """Joins the other processes of a multi-process run; a single process needs nothing."""
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  if jax.process_count() > 1:
+    logging.info('Process %d of %d; devices: %d local, %d global.', jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  init_distributed()
   config = _CONFIG.value
   mode = _MODE.value or config.mode
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
   workdir = pathlib.Path(_WORKDIR.value or os.path.join('runs', config_name))
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / 'config.json').write_text(json.dumps(config.to_dict(), indent=2) + '\n')
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(json.dumps(config.to_dict(), indent=2) + '\n')
   logging.info('mode=%s workdir=%s', mode, workdir)
   try:
     MODES[mode](config, workdir)
