@@ -86,7 +86,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_video):
   model = small_osvos()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
-  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(1e-3), FINETUNE)
+  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(3e-3), FINETUNE)
   frame_index, mask = synthetic_video.given_masks()[1]
   image = jnp.asarray(synthetic_video.frame(frame_index), jnp.float32)
   tuned, losses = run(params, image, jnp.asarray(mask, jnp.float32), jax.random.PRNGKey(0))

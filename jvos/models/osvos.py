@@ -37,16 +37,18 @@ def bilinear_subpixel_init(factor: int):
 
   def init(key, shape, dtype=jnp.float32):
     del key
-    return jnp.broadcast_to(jnp.asarray(kernel, dtype)[..., None], shape)
+    return jnp.asarray(kernel, dtype).reshape(shape)
   return init
 
 
 class LearnedUpsampling(nn.Module):
-  """Per-channel learned upsampling by an integer factor (a transposed conv, sub-pixel form).
+  """Learned upsampling by an integer factor: a transposed conv in sub-pixel form.
 
   Each output pixel is a learned mix of the 3x3 input neighbourhood it falls in, one kernel per
-  sub-pixel position and channel: the work of a depthwise transposed conv with kernel 3*factor,
-  without the zero-stuffed input that makes XLA's transposed convs slow at large factors.
+  sub-pixel position, shared by the channels: the work of a transposed conv with kernel
+  3*factor, without the zero-stuffed input that makes XLA's transposed convs slow. Sharing the
+  kernel across channels makes it commute with 1x1 convs, which is what lets OSVOS score its
+  side outputs before upsampling them.
   """
   factor: int
 
@@ -54,12 +56,12 @@ class LearnedUpsampling(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, height, width, channels = x.shape
     kernel = self.param('kernel', bilinear_subpixel_init(self.factor),
-                        (3, 3, self.factor, self.factor, channels))
+                        (3, 3, self.factor, self.factor))
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
     neighbours = jnp.stack([jnp.stack([padded[:, dy:dy + height, dx:dx + width]
                                        for dx in range(3)], axis=1) for dy in range(3)], axis=1)
     # neighbours: (B, 3, 3, H, W, C) -> (B, H, f, W, f, C)
-    out = jnp.einsum('byxhwc,yxijc->bhiwjc', neighbours, kernel.astype(x.dtype))
+    out = jnp.einsum('byxhwc,yxij->bhiwjc', neighbours, kernel.astype(x.dtype))
     return out.reshape(batch, height * self.factor, width * self.factor, channels)
 
 
@@ -101,17 +103,24 @@ class OSVOS(nn.Module):
   def __call__(self, images: jax.Array) -> dict[str, Any]:
     height, width = images.shape[1:3]
     x = normalize(images, self.input_style).astype(self.dtype)
-    stages = self.backbone_module()(x)
-    side_maps, side_logits = [], []
-    for index, features in enumerate(stages[1:], start=2):
+    stages = self.backbone_module()(x)[1:]
+    # The fuse conv is a 1x1 conv over the four upsampled 16-channel maps. Upsampling is linear
+    # and shared by channels, so fusing (and scoring) each side at its own resolution, then
+    # upsampling one channel, computes exactly that, without any 64-channel full-size tensor.
+    fuse_kernel = self.param('fuse_kernel', nn.initializers.lecun_normal(),
+                             (len(stages) * self.side_channels, 1))
+    fuse_parts = jnp.split(fuse_kernel.astype(self.dtype), len(stages))
+    side_logits, fused = [], self.param('fuse_bias', nn.initializers.zeros_init(), ())
+    for index, (features, fuse_part) in enumerate(zip(stages, fuse_parts), start=2):
       side = nn.Conv(self.side_channels, (3, 3), dtype=self.dtype, name=f'side{index}')(features)
-      side = fit(LearnedUpsampling(stride(height, features.shape[1]), name=f'upsample{index}')(side),
-                 height, width)
-      side_maps.append(side)
       score = nn.Conv(1, (1, 1), dtype=self.dtype, name=f'score{index}')(side)
-      side_logits.append(score[..., 0].astype(jnp.float32))
-    fused = nn.Conv(1, (1, 1), dtype=self.dtype, name='fuse')(jnp.concatenate(side_maps, -1))
-    return {'sides': side_logits, 'fused': fused[..., 0].astype(jnp.float32)}
+      low_resolution = jnp.concatenate([score, side @ fuse_part], -1)
+      upsampled = LearnedUpsampling(stride(height, features.shape[1]),
+                                    name=f'upsample{index}')(low_resolution)
+      upsampled = fit(upsampled, height, width).astype(jnp.float32)
+      side_logits.append(upsampled[..., 0])
+      fused = fused + upsampled[..., 1]
+    return {'sides': side_logits, 'fused': fused}
 
 
 def class_balanced_bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
