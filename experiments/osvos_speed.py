@@ -1,0 +1,67 @@
+r"""Benchmark: OSVOS seconds per fine-tune step and per inference frame.
+
+    python experiments/osvos_speed.py --backbone vgg16 --height 480 --width 854 --steps 5
+
+Times the real code paths: `jvos.finetune.make_finetune` (the compiled loop; per-step time is
+the loop's time over its steps, compilation excluded) and the jitted forward used to segment
+frames, batch 1, on random weights (speed does not depend on their values) and a real-sized
+random frame. Prints one line per measurement; the median of --repeats runs.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jvos import finetune
+from jvos.models import osvos
+
+
+def median_seconds(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # Compile and warm up.
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--backbone', default='vgg16', choices=osvos.BACKBONES)
+  parser.add_argument('--width_multiplier', type=float, default=1.0)
+  parser.add_argument('--height', type=int, default=480)
+  parser.add_argument('--width', type=int, default=854)
+  parser.add_argument('--steps', type=int, default=5, help='fine-tune steps per timed loop')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--dtype', default='float32')
+  args = parser.parse_args()
+
+  model = osvos.OSVOS(backbone=args.backbone, width_multiplier=args.width_multiplier,
+                      dtype=jnp.dtype(args.dtype))
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.uniform(0, 255, (args.height, args.width, 3)), jnp.float32)
+  mask = np.zeros((args.height, args.width), np.float32)
+  mask[args.height // 4:args.height // 2, args.width // 4:args.width // 2] = 1
+  config = ml_collections.ConfigDict(dict(steps=args.steps, batch_size=1, max_scale=1.2,
+                                          max_shift=0.1))
+  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(1e-4), config)
+  loop = median_seconds(lambda: run(params, image, jnp.asarray(mask), jax.random.PRNGKey(0)),
+                        args.repeats)
+  predict = jax.jit(lambda p, x: osvos.probabilities(model.apply({'params': p}, x)))
+  frame = median_seconds(lambda: predict(params, image[None]), args.repeats)
+  print(f'device={jax.devices()[0].device_kind} backbone={args.backbone} '
+        f'size={args.height}x{args.width} dtype={args.dtype}')
+  print(f'fine-tune: {loop / args.steps:.3f} s/step ({args.steps} steps in {loop:.2f} s)')
+  print(f'inference: {frame:.3f} s/frame')
+
+
+if __name__ == '__main__':
+  main()
