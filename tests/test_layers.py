@@ -85,3 +85,22 @@ def test_bfloat16_compute_keeps_float32_params():
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(got))
   # bfloat16 products: the two sum in different orders, so agree to bfloat16 precision only.
   assert max(relative_errors(got, expected)) < 1e-2
+
+
+@pytest.mark.parametrize('shape, stride, dilation', [
+    ((2, 17, 23, 8), 1, 1), ((2, 17, 24, 8), 2, 1), ((1, 16, 16, 8), 2, 1),
+    ((2, 15, 20, 8), 1, 2), ((1, 9, 9, 4), 1, 4)])
+def test_depthwise_conv_equals_grouped_nn_conv(shape, stride, dilation):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  ours = layers.DepthwiseConv(stride=stride, dilation=dilation)
+  reference = nn.Conv(shape[-1], (3, 3), strides=stride, kernel_dilation=dilation,
+                      feature_group_count=shape[-1], padding='SAME')
+  params = jax.tree.map(lambda p: p + 0.1, reference.init(jax.random.PRNGKey(1), x))
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+      jnp.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+  loss = lambda module: lambda p, x: jnp.sum(module.apply(p, x) ** 2)
+  for ours_grad, reference_grad in zip(
+      jax.tree.leaves(jax.grad(loss(ours), (0, 1))(params, x)),
+      jax.tree.leaves(jax.grad(loss(reference), (0, 1))(params, x))):
+    np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-3)

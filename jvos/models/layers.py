@@ -1,4 +1,7 @@
-"""`Conv`: `nn.Conv` (2-D, NHWC) with a faster kernel gradient on XLA:CPU.
+"""Convolutions that XLA:CPU runs fast, with `nn.Conv`'s params (imported weights load as-is).
+
+`Conv`: `nn.Conv` (2-D, NHWC) with a faster kernel gradient. `DepthwiseConv`: a depthwise
+`nn.Conv` written as shifted multiply-adds (see `depthwise_conv`).
 
 Why it exists: XLA:CPU (jaxlib 0.10.2) hands convolutions to YNNPACK. The kernel gradient of
 a stride-1 conv is, as JAX emits it, a convolution whose window is the whole image and whose
@@ -179,3 +182,42 @@ class Conv(nn.Module):
                                    feature_group_count=self.feature_group_count,
                                    precision=self.precision)
     return y + bias if bias is not None else y
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int) -> jax.Array:
+  """A 'SAME' depthwise conv (kernel (kh, kw, 1, C)) as a sum of shifted, scaled inputs.
+
+  Same result as `lax.conv_general_dilated(..., feature_group_count=C)`, but XLA:CPU runs
+  grouped convolutions through a slow generic path: on 4x64x64x96 this form is 20-40x faster
+  forward and 2.5-16x faster in the gradients, and on accelerators it fuses into one loop.
+  """
+  kernel_h, kernel_w = kernel.shape[:2]
+  pads = lax.padtype_to_pads(x.shape[1:3], ((kernel_h - 1) * dilation + 1,
+                                            (kernel_w - 1) * dilation + 1), (stride, stride), 'SAME')
+  padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+  out = 0
+  for i in range(kernel_h):
+    for j in range(kernel_w):
+      window = lax.slice(padded, (0, i * dilation, j * dilation, 0),
+                         (x.shape[0], i * dilation + (out_h - 1) * stride + 1,
+                          j * dilation + (out_w - 1) * stride + 1, x.shape[3]),
+                         (1, stride, stride, 1))
+      out = out + window * kernel[i, j, 0]
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """`nn.Conv(C, kernel, feature_group_count=C, padding='SAME')` with the same params, faster."""
+  kernel_size: tuple[int, int] = (3, 3)
+  stride: int = 1
+  dilation: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (*self.kernel_size, 1, channels))
+    bias = self.param('bias', nn.initializers.zeros_init(), (channels,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return depthwise_conv(x, kernel, self.stride, self.dilation) + bias

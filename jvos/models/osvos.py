@@ -18,6 +18,7 @@ import optax
 
 from jvos import weights
 from jvos.errors import InputError
+from jvos.models.layers import Conv
 from jvos.models.mobilenet_v2 import MobileNetV2
 from jvos.models.preprocessing import normalize
 from jvos.models.vgg import VGG16
@@ -112,7 +113,7 @@ class OSVOS(nn.Module):
     fuse_parts = jnp.split(fuse_kernel.astype(self.dtype), len(stages))
     side_logits, fused = [], self.param('fuse_bias', nn.initializers.zeros_init(), ())
     for index, (features, fuse_part) in enumerate(zip(stages, fuse_parts), start=2):
-      side = nn.Conv(self.side_channels, (3, 3), dtype=self.dtype, name=f'side{index}')(features)
+      side = Conv(self.side_channels, (3, 3), dtype=self.dtype, name=f'side{index}')(features)
       score = nn.Conv(1, (1, 1), dtype=self.dtype, name=f'score{index}')(side)
       low_resolution = jnp.concatenate([score, side @ fuse_part], -1)
       upsampled = LearnedUpsampling(stride(height, features.shape[1]),

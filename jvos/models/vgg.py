@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvos.models.layers import Conv
+
 # (convs, channels) per stage.
 STAGES = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
@@ -39,7 +41,7 @@ class VGG16(nn.Module):
       if stage > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for index in range(1, convs + 1):
-        x = nn.relu(nn.Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
+        x = nn.relu(Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
                             name=f'conv{stage}_{index}')(x))
       stages.append(x)
     return tuple(stages)
