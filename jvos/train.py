@@ -193,6 +193,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Modu
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+def jit_train_step(model: nn.Module, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                   schedule: optax.Schedule, mesh: jax.sharding.Mesh) -> Callable:
+  """`train_step` compiled as `train` runs it: the state replicated over `mesh` (and donated, so
+  the new one reuses its buffers), the batch split over its 'data' axis."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  return jax.jit(
+      functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer,
+                        schedule=schedule),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+
+
 def global_batch(local_batch: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding,
                  global_batch_size: int) -> dict[str, jax.Array]:
   """One array per key over all processes, each contributing its local batch."""
@@ -351,11 +364,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Mo
     logging.info('Resuming from the checkpoint of step %d in %s.', last_checkpoint,
                  manager.directory)
 
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer,
-                        schedule=schedule),
-      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0)
+  step_fn = jit_train_step(model, loss_fn, optimizer, schedule, mesh)
   first_step = int(to_host(state.step)) + 1
   metrics_log = MetricsLog(workdir)
   progress = tqdm.tqdm(total=train_config.num_steps, initial=first_step - 1, unit='step',
