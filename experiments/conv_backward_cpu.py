@@ -118,10 +118,10 @@ def relative_error(a: jax.Array, b: jax.Array) -> float:
 
 
 def time_layers(batch: int, height: int, width: int, repeats: int) -> None:
-  """Prints a markdown table; its last row sums the convs, with the gradient layers.Conv picks."""
+  """Prints a markdown table; its last row sums the convs."""
   print('| conv | count | H x W | in -> out | k | forward | input grad | kernel grad XLA | '
-        'kernel grad ours | speedup (CPU) | layers.Conv uses |')
-  print('|---|---|---|---|---|---|---|---|---|---|---|')
+        'kernel grad ours | speedup (CPU) |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   totals = np.zeros((4, 2))
   for name, count, h, w, cin, cout, k in conv_shapes(height, width):
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -143,13 +143,12 @@ def time_layers(batch: int, height: int, width: int, repeats: int) -> None:
                               'xla': lambda: xla_grad(x, dy),
                               'ours': lambda: our_grad(x, dy)}, repeats)
     times = np.array(list(times.values()))  # (forward, input, xla, ours) x (wall, CPU).
-    blocked = layers.output_pixels(x.shape, (k, k), pads, (1, 1)) >= layers.MIN_PIXELS
-    totals += count * times[[0, 1, 2, 3 if blocked else 2]]
+    totals += count * times[[0, 1, 2, 3]]
     cells = ' | '.join(f'{wall:.3f} / {cpu:.3f}' for wall, cpu in times)
     print(f'| {name} | {count} | {h} x {w} | {cin} -> {cout} | {k} | {cells} | '
-          f'{times[2, 1] / times[3, 1]:.1f}x | {"ours" if blocked else "XLA"} |', flush=True)
+          f"{times[2, 1] / times[3, 1]:.1f}x |", flush=True)
   cells = ' | '.join(f'{wall:.2f} / {cpu:.2f}' for wall, cpu in totals)
-  print(f'| all 17, layers.Conv\'s pick | | | | | {cells} | {totals[2, 1] / totals[3, 1]:.1f}x | |')
+  print(f'| all 17 | | | | | {cells} | {totals[2, 1] / totals[3, 1]:.1f}x |')
 
 
 def time_network(batch: int, height: int, width: int, repeats: int) -> None:
