@@ -23,7 +23,9 @@ def check_metrics(metrics: dict, sequences) -> None:
   assert set(metrics['sequences']) == set(sequences)
   for name in sequences:
     for key in METRIC_KEYS:
-      assert 0 <= metrics['sequences'][name][key] <= 1, (name, key)
+      # Decay is a difference of means: negative when a method gets better along the video.
+      low = -1 if key.endswith('decay') else 0
+      assert low <= metrics['sequences'][name][key] <= 1, (name, key)
 
 
 def test_default_job_runs_end_to_end_with_no_arguments(tmp_path):
@@ -107,3 +109,25 @@ def test_demo_on_a_users_video_file_writes_masks_and_overlays(tmp_path, davis201
 
   result = launch('--config', str(REPO / 'configs' / 'demo_video.py'), cwd=tmp_path)
   assert result.returncode == 2 and 'data.frames' in result.stderr
+
+
+def test_osvos_finetune_contract_with_the_released_parent(tmp_path, davis2016_root):
+  sequences = ('dog', 'goat')
+  workdir = tmp_path / 'w'
+  # Few steps keep the test short; the contract's default step count is measured in experiments/.
+  result = launch('--config', str(REPO / 'configs' / 'osvos_davis16.py'), '--mode', 'finetune',
+                  f'--config.data.root={davis2016_root}',
+                  f'--config.data.sequences={",".join(sequences)}', '--config.finetune.steps=10',
+                  f'--workdir={workdir}', cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  for name in sequences:
+    frames = sorted((davis2016_root / 'JPEGImages' / '480p' / name).glob('*.jpg'))
+    masks = sorted((workdir / 'masks' / name).glob('*.png'))
+    assert [m.stem for m in masks] == [f.stem for f in frames]
+    with Image.open(masks[len(masks) // 2]) as mask:
+      assert mask.size == (854, 480) and mask.mode == 'L'
+      assert set(np.unique(np.asarray(mask))) == {0, 255}
+  metrics = json.loads((workdir / 'metrics.json').read_text())
+  check_metrics(metrics, sequences)
+  # The released parent, barely fine-tuned, already beats flow propagation on these two (0.54).
+  assert metrics['JF_mean'] > 0.55
