@@ -45,7 +45,7 @@ def get_config():
 
   config.finetune = ml_collections.ConfigDict(dict(
       parent=os.path.join(_REPO, 'experiments', 'osvos_parent', 'params.msgpack'),
-      steps=100, batch_size=2, optimizer='adam', learning_rate=1e-4, momentum=0.9,
+      steps=300, batch_size=2, optimizer='adam', learning_rate=1e-4, momentum=0.9,
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
       max_scale=1.2, max_shift=0.1,  # On-device augmentation of the first frame.
       input_scale=0.5,  # Fine-tune and segment at this fraction of the frame size.
