@@ -32,6 +32,6 @@ def load_pretrained(path: str | pathlib.Path, model: str) -> Pretrained:
     accepted = ', '.join(f'{suffix} for {name}' for suffix, name in _LOADERS)
     raise InputError(f'Cannot load {path} as {model!r} weights: jvos reads {accepted}.')
   if not path.is_file():
-    raise InputError(f'Pretrained weights {path} do not exist; check the path (the TFLite files '
-                     'ship in shared/weights, VGG16 ones must be downloaded by the user).')
+    raise InputError(f'Pretrained weights {path} do not exist; check the path given as '
+                     'model.pretrained (jvos downloads nothing).')
   return loader(path)

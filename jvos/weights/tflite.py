@@ -1,6 +1,7 @@
 """TFLite flatbuffers -> numpy (with the `tflite` parser, no TF runtime) -> Flax params.
 
-Imports the two TF-slim exports in ../shared/weights: the PASCAL DeepLabV3 (float32, width-0.5
+Imports TensorFlow's two official TF-slim exports, deeplabv3_mnv2_pascal_257_float.tflite and
+mobilenet_v2_1.0_224_imagenet_uint8.tflite: the PASCAL DeepLabV3 (float32, width-0.5
 MobileNetV2) and the ImageNet MobileNetV2 1.0 (uint8, dequantized here; its classifier, the
 1x1 conv `Conv_1` and `Logits`, is dropped). Both were trained on 'tflite'-style input.
 
