@@ -72,8 +72,15 @@ def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
                  metrics['F_mean'], workdir / 'metrics.json')
 
 
+def require_section(config, section: str, mode: str) -> None:
+  if section not in config:
+    raise InputError(f'--mode {mode} needs a `{section}` section in the config, which this one '
+                     'lacks; use a model config such as configs/osvos_davis16.py.')
+
+
 def run_train(config, workdir: pathlib.Path) -> None:
   """Trains a parent network on `train.split` of the dataset; a rerun resumes."""
+  require_section(config, 'train', 'train')
   config = config.copy_and_resolve_references()
   config.data.split, config.data.sequences = config.train.split, config.train.sequences
   model = osvos.create(config.model)
@@ -83,8 +90,7 @@ def run_train(config, workdir: pathlib.Path) -> None:
 
 
 def run_finetune(config, workdir: pathlib.Path) -> None:
-  if 'finetune' not in config:
-    raise InputError(f'method.name={config.method.name!r} does not fine-tune; use --mode segment.')
+  require_section(config, 'finetune', 'finetune')
   run_segment(config, workdir)
 
 

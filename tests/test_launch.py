@@ -75,6 +75,11 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, davis2016_root):
   assert result.returncode == 2
   assert 'nowhere' in result.stderr and 'Traceback' not in result.stderr
 
+  # Training or fine-tuning with a config that has no model says which config to use.
+  for mode in ('train', 'finetune'):
+    result = launch('--mode', mode, f'--workdir={tmp_path / "w"}', cwd=tmp_path)
+    assert result.returncode == 2 and 'osvos_davis16.py' in result.stderr, result.stderr
+
   # Evaluating before segmenting says what to run first.
   result = launch('--mode', 'evaluate', f'--config.data.root={davis2016_root}',
                   '--config.data.sequences=dog', f'--workdir={tmp_path / "w"}', cwd=tmp_path)
