@@ -64,7 +64,8 @@ def run_segment(config, workdir: pathlib.Path) -> None:
 
 def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
   """Scores the masks already in <workdir>/masks against the dataset's annotations."""
-  dataset = dataset or build_dataset(config.data, workdir)
+  if dataset is None:
+    dataset = build_dataset(config.data, workdir)
   metrics = evaluation.evaluate(dataset, workdir / 'masks', workdir, task=config.task,
                                 workers=config.evaluation.workers)
   if metrics is not None:

@@ -93,7 +93,8 @@ class FinetuneSegmenter:
 
   def __init__(self, apply_fn, loss_fn, probabilities_fn, parent_params, optimizer,
                config: ml_collections.ConfigDict, seed: int = 0):
-    self.parent_params = parent_params
+    # On the device once: loaded params are numpy, and every jitted call would copy them again.
+    self.parent_params = jax.device_put(parent_params)
     self.config = config
     self.seed = seed
     self._finetune = make_finetune(apply_fn, loss_fn, optimizer, config) if config.steps else None
