@@ -1,6 +1,6 @@
 """Convolutions that XLA:CPU runs fast, with `nn.Conv`'s params (imported weights load as-is).
 
-`Conv`: `nn.Conv` (2-D, NHWC) with a faster kernel gradient. `DepthwiseConv`: a depthwise
+`Conv`: `nn.Conv` (2-D, NHWC) with faster gradients. `DepthwiseConv`: a depthwise
 `nn.Conv` written as shifted multiply-adds (see `depthwise_conv`).
 
 Why it exists: XLA:CPU (jaxlib 0.10.2) hands convolutions to YNNPACK. The kernel gradient of
@@ -19,11 +19,15 @@ Inside a loop (the `lax.scan` of online fine-tuning) the gap is far larger: XLA 
 kernel-gradient convolution of a loop body in its raw layout, which runs about 70x slower than
 the same op outside a loop (240x427x64->64: 0.19 s straight, 15 s per step in a scan), while
 these matmuls stay fast; an OSVOS-VGG16 fine-tune step at 240x427 went from 27 s to 3.3 s.
+The input gradient had the same problem in a smaller form: JAX emits it as a conv with a
+reversed, transposed kernel, which XLA:CPU runs on its generic path (about 6x the forward in a
+scan). `input_grad` writes it as an ordinary forward conv of dy with the flipped kernel made
+into a real array, and the 240x427 step fell again from 6.1 s to 2.5 s.
 So every stride-1 ungrouped conv takes that path, whatever its size; strided and grouped
-convs keep XLA's own gradient (MobileNetV2's depthwise convs use `DepthwiseConv` below). The forward pass and the input
-gradient are XLA's either way, and the params are those of `nn.Conv` ('kernel' HWIO, 'bias'),
-so imported weights load unchanged. Being a custom_vjp, the fast path has no forward-mode
-derivative (jax.jvp); nothing in jvos uses one.
+convs keep XLA's own gradient (MobileNetV2's depthwise convs use `DepthwiseConv` below). The
+forward pass is XLA's either way, and the params are those of `nn.Conv` ('kernel' HWIO,
+'bias'), so imported weights load unchanged. Being a custom_vjp, the fast path has no
+forward-mode derivative (jax.jvp); nothing in jvos uses one.
 """
 
 import functools
@@ -91,6 +95,23 @@ def kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int], pads: 
   return jnp.swapaxes(total, 1, 2).reshape(kernel_shape).astype(x.dtype)
 
 
+def input_grad(dy: jax.Array, kernel: jax.Array, pads: Pads, dilation: tuple[int, int],
+               precision: Any = None) -> jax.Array:
+  """Gradient w.r.t. the input of a stride-1 NHWC conv: a forward conv of dy.
+
+  dx[p] = sum over taps t of dy[p + pad_before - t * dilation] kernel[t]^T: the same kind of
+  conv, with the kernel flipped in space and its in/out channels swapped, and pads that make
+  the output the input's size.
+  """
+  reach = [(k - 1) * d for k, d in zip(kernel.shape[:2], dilation)]
+  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  # A real array, not a view folded into the conv's dimension numbers: XLA:CPU runs a conv
+  # with a reversed, transposed kernel on its slow generic path (6x the forward in a loop).
+  flipped = lax.optimization_barrier(flipped)
+  return _xla_conv(dy, flipped, tuple((r - lo, r - hi) for r, (lo, hi) in zip(reach, pads)),
+                   dilation, precision)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv_stride1(x: jax.Array, kernel: jax.Array, pads: Pads, dilation: tuple[int, int],
                  precision: Any = None) -> jax.Array:
@@ -104,9 +125,8 @@ def _conv_stride1_fwd(x, kernel, pads, dilation, precision):
 
 def _conv_stride1_bwd(pads, dilation, precision, residuals, dy):
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, pads, dilation, precision), x)
-  dx, = input_vjp(dy)
-  return dx, kernel_grad(x, dy, kernel.shape, pads, dilation, precision)
+  return input_grad(dy, kernel, pads, dilation, precision), kernel_grad(
+      x, dy, kernel.shape, pads, dilation, precision)
 
 
 conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
