@@ -20,6 +20,9 @@ CASES = {
     'depthwise': (dict(features=6, kernel_size=(3, 3), feature_group_count=6), (1, 64, 65, 6),
                   False),
     'small map': (dict(features=8, kernel_size=(3, 3)), (1, 16, 20, 4), True),
+    # Pads beyond the kernel's reach: the input gradient's conv then has negative pads.
+    'pads beyond the kernel': (dict(features=4, kernel_size=(3, 3), padding=((3, 0), (0, 4))),
+                               (1, 19, 23, 3), True),
 }
 
 
