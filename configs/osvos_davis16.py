@@ -49,8 +49,9 @@ def get_config():
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
       max_scale=1.2, max_shift=0.1,  # On-device augmentation of the first frame.
       # Fine-tune and segment at this fraction of the frame size. Full size scores best (J&F
-      # 0.728 on the 10 shared DAVIS-2016 val sequences, against 0.698 at 0.75 and 0.633 at
-      # 0.5: experiments/results_davis16_val.md) and keeps the 2-minute budget per 50 frames.
+      # 0.728 on the 10 shared DAVIS-2016 val sequences; 0.698 at 0.75 and 0.633 at 0.5, with
+      # 300 steps: experiments/results_davis16_val.md) and keeps the 2-minute budget per 50
+      # frames.
       input_scale=1.0,
       inference_batch_size=4))
   return config
