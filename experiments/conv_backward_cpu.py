@@ -6,12 +6,12 @@ Part 1, per conv of OSVOS-VGG16 at --height x --width with --batch frames: forwa
 gradient, and the kernel gradient as XLA computes it and as `layers.kernel_grad` does.
 Part 2, the whole OSVOS-VGG16 (jvos.models.osvos.OSVOS): an inference forward and a training
 step (forward, backward, Adam update), with the 13 backbone convs nn.Conv (baseline) or
-layers.Conv; the head's convs are nn.Conv in both (part 1 times them alone).
+layers.Conv (jvos's own); the head's convs are the model's in both (part 1 times them alone).
 
 Baseline and variant run alternately in one process, --repeats times; the tables give the
 median wall-clock and process CPU seconds (the CPU time is the steadier of the two when other
-jobs share the cores). The backbone is a copy of jvos.models.vgg.VGG16 with the conv class as
-an attribute, checked against the real module first.
+jobs share the cores). The baseline's backbone is a copy of jvos.models.vgg.VGG16 with the
+conv class as an attribute, checked against the real module first.
 """
 
 import functools
@@ -58,11 +58,11 @@ class VGG16(nn.Module):
     return tuple(stages)
 
 
-class FastOSVOS(osvos.OSVOS):
-  """jvos.models.osvos.OSVOS whose VGG-16 backbone convs are layers.Conv (the head is as is)."""
+class BaselineOSVOS(osvos.OSVOS):
+  """jvos.models.osvos.OSVOS with XLA's own convs (nn.Conv) in its VGG-16 backbone."""
 
   def backbone_module(self) -> nn.Module:
-    return VGG16(layers.Conv, dtype=self.dtype, name='backbone')
+    return VGG16(nn.Conv, dtype=self.dtype, name='backbone')
 
 
 def check_copy_matches_vgg16() -> None:
@@ -159,7 +159,7 @@ def time_network(batch: int, height: int, width: int, repeats: int) -> None:
   params = jax.jit(osvos.OSVOS().init)(jax.random.PRNGKey(2), images)['params']
   opt_state = optimizer.init(params)
   functions = {}
-  for label, model in (('nn.Conv', osvos.OSVOS()), ('layers.Conv', FastOSVOS())):
+  for label, model in (('nn.Conv', BaselineOSVOS()), ('layers.Conv', osvos.OSVOS())):
 
     def train_step(params, opt_state, model=model):
       loss, grads = jax.value_and_grad(

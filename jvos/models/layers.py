@@ -31,7 +31,6 @@ forward-mode derivative (jax.jvp); nothing in jvos uses one.
 """
 
 import functools
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn

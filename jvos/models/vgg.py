@@ -42,6 +42,6 @@ class VGG16(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for index in range(1, convs + 1):
         x = nn.relu(Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
-                            name=f'conv{stage}_{index}')(x))
+                         name=f'conv{stage}_{index}')(x))
       stages.append(x)
     return tuple(stages)
