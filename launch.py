@@ -21,12 +21,11 @@ import jax
 from ml_collections import config_flags
 
 from jvos import evaluation
-from jvos import methods
 from jvos import segment
+from jvos import systems
 from jvos import train
 from jvos.data import build_dataset
 from jvos.errors import InputError
-from jvos.models import osvos
 
 def _env_int(name: str) -> int | None:
   return int(os.environ[name]) if os.environ.get(name) else None
@@ -50,14 +49,15 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
 
 
 def run_segment(config, workdir: pathlib.Path) -> None:
-  """Runs the config's method over the dataset, writes masks, then scores them if it can.
+  """Runs the config's system over the dataset, writes masks, then scores them if it can.
 
-  `--mode finetune` is the same run for methods that fine-tune on the first frame (OSVOS):
+  `--mode finetune` is the same run for systems that fine-tune on the first frame (OSVOS):
   `finetune.steps` says how many steps, 0 for the parent network alone.
   """
   dataset = build_dataset(config.data, workdir)
-  segmenter = methods.build_segmenter(config)
+  segmenter = systems.build_segmenter(config)
   segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task,
+                          max_height=config.segment.max_height,
                           overlays_dir=workdir / 'overlays' if config.output.overlays else None)
   run_evaluate(config, workdir, dataset)
 
@@ -80,14 +80,19 @@ def require_section(config, section: str, mode: str) -> None:
 
 
 def run_train(config, workdir: pathlib.Path) -> None:
-  """Trains a parent network on `train.split` of the dataset; a rerun resumes."""
+  """Trains the config's system on `train.split` of the dataset; a rerun resumes."""
   require_section(config, 'train', 'train')
+  system = systems.get(config.model.name)
+  if not system.trainable:
+    raise InputError(f'model.name={system.name!r} has nothing to train; use a config of a '
+                     'learned system, such as configs/osvos_davis16.py.')
   config = config.copy_and_resolve_references()
   config.data.split, config.data.sequences = config.train.split, config.train.sequences
-  model = osvos.create(config.model)
-  init_params = osvos.initial_params(model, config.model, config.seed)
-  train.train(config, workdir, model, osvos.loss_fn, init_params)
-  logging.info('Parent parameters: %s', workdir / train.PARAMS_FILE)
+  model = system.create(config.model)
+  init_params = system.initial_params(model, config.model, config.seed)
+  train.train(config, workdir, system.make_loss(config, model), init_params,
+              system.clip(config))
+  logging.info('Trained parameters: %s', workdir / train.PARAMS_FILE)
 
 
 def run_finetune(config, workdir: pathlib.Path) -> None:

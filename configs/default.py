@@ -27,9 +27,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic = ml_collections.ConfigDict(dict(
       num_videos=3, num_frames=20, height=240, width=320, max_objects=3, seed=0))
 
-  config.method = ml_collections.ConfigDict()
-  config.method.name = 'flow'
-  config.method.preset = 'medium'  # OpenCV DIS preset: ultrafast | fast | medium.
+  # The system (jvos/systems/<name>.py) and its architecture; learned systems also name
+  # `weights`, the params.msgpack they segment with.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'flow'
+  config.model.preset = 'medium'  # OpenCV DIS preset: ultrafast | fast | medium.
+
+  config.segment = ml_collections.ConfigDict()
+  # Frames taller than this are segmented at this height (masks are still written at the
+  # frame's size): full-resolution DAVIS costs what 480p costs. 0: the frame's own size.
+  config.segment.max_height = 480
 
   config.output = ml_collections.ConfigDict()
   config.output.overlays = False  # Also write <workdir>/overlays/<video>/<frame>.jpg.

@@ -6,7 +6,7 @@
     python launch.py --config configs/osvos_davis16.py --mode train \
         --config.data.root=/data/DAVIS2016 --config.model.pretrained=/weights/x.tflite
     python launch.py --config configs/osvos_davis16.py \
-        --config.finetune.parent=runs/osvos_davis16/params.msgpack ...
+        --config.weights=runs/osvos_davis16/params.msgpack ...
 
 The released parent (experiments/osvos_parent/) is MobileNetV2 (width 0.5) initialised from the
 DeepLabV3 TFLite trunk; experiments/osvos_parent/README.md says how it was trained.
@@ -25,9 +25,10 @@ def get_config():
   config = default.get_config()
   config.mode = 'finetune'
   config.data.mask_format = 'binary'
-  config.method.name = 'osvos'
 
-  # Architecture of a parent trained with --mode train (fine-tuning reads the parent's own).
+  # The parent that segmenting fine-tunes; its model_config.json beside it says its architecture.
+  config.weights = os.path.join(_REPO, 'experiments', 'osvos_parent', 'params.msgpack')
+  # Architecture of a parent trained with --mode train.
   config.model = ml_collections.ConfigDict(dict(
       name='osvos', backbone='mobilenet_v2', width_multiplier=0.5, output_stride=16,
       input_style='tflite', dtype='float32',
@@ -44,14 +45,11 @@ def get_config():
       data_threads=4, data_prefetch=16))
 
   config.finetune = ml_collections.ConfigDict(dict(
-      parent=os.path.join(_REPO, 'experiments', 'osvos_parent', 'params.msgpack'),
       steps=200, batch_size=1, optimizer='adam', learning_rate=1e-4, momentum=0.9,
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
-      max_scale=1.2, max_shift=0.1,  # On-device augmentation of the first frame.
-      # Fine-tune and segment at this fraction of the frame size. Full size scores best (J&F
-      # 0.728 on the 10 shared DAVIS-2016 val sequences; 0.698 at 0.75 and 0.633 at 0.5, with
-      # 300 steps: experiments/results_davis16_val.md) and keeps the 2-minute budget per 50
-      # frames.
-      input_scale=1.0,
-      inference_batch_size=4))
+      max_scale=1.2, max_shift=0.1))  # On-device augmentation of the first frame.
+  # Fine-tune and segment at full 480p size: it scores best (J&F 0.728 on the 10 shared
+  # DAVIS-2016 val sequences; 0.698 at 360 rows and 0.633 at 240, with 300 steps:
+  # experiments/results_davis16_val.md) and keeps the 2-minute budget per 50 frames.
+  config.segment.max_height = 480
   return config

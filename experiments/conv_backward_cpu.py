@@ -46,7 +46,8 @@ class VGG16(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, modulate=None):
+    del modulate  # OSVOS passes its (absent) OSMN hook along.
     stages = []
     for stage, (convs, channels) in enumerate(vgg.STAGES, start=1):
       if stage > 1:

@@ -21,7 +21,7 @@ for name in vgg16_scratch mobilenet_v2_deeplab; do
   for n in 0 "$finetune_steps"; do
     python launch.py --config configs/osvos_davis16.py --mode finetune \
       --config.data.root="$root" --config.data.sequences=$sequences \
-      --config.finetune.parent="$work/parent/params.msgpack" --config.finetune.steps="$n" \
-      --config.finetune.input_scale=0.5 --workdir "$work/finetune$n"
+      --config.weights="$work/parent/params.msgpack" --config.finetune.steps="$n" \
+      --config.segment.max_height=240 --workdir "$work/finetune$n"
   done
 done

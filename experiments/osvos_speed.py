@@ -14,6 +14,7 @@ slow input-gradient convs of experiments/conv_backward_cpu.md were found.
 
 import argparse
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -30,6 +31,7 @@ import optax
 
 from jvos import finetune
 from jvos.models import osvos
+from jvos.systems import osvos as osvos_system
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -87,10 +89,11 @@ def main() -> None:
   image = jnp.asarray(rng.uniform(0, 255, (args.height, args.width, 3)), jnp.float32)
   mask = np.zeros((args.height, args.width), np.float32)
   mask[args.height // 4:args.height // 2, args.width // 4:args.width // 2] = 1
-  config = ml_collections.ConfigDict(dict(steps=args.steps, batch_size=1, max_scale=1.2,
-                                          max_shift=0.1))
-  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(1e-4), config)
-  run_args = (params, image, jnp.asarray(mask), jax.random.PRNGKey(0))
+  config = ml_collections.ConfigDict(dict(batch_size=1, max_scale=1.2, max_shift=0.1))
+  run = finetune.make_finetune(
+      functools.partial(osvos_system.loss, model), optax.adam(1e-4), args.steps,
+      functools.partial(osvos_system.finetune_batch, config=config))
+  run_args = (params, {'image': image, 'mask': jnp.asarray(mask)}, jax.random.PRNGKey(0))
   loop = median_seconds(lambda: run(*run_args), args.repeats)
   predict = jax.jit(lambda p, x: osvos.probabilities(model.apply({'params': p}, x)))
   frame = median_seconds(lambda: predict(params, image[None]), args.repeats)

@@ -41,6 +41,7 @@ import psutil
 
 from configs import osvos_davis16
 from jvos import input_pipeline, train
+from jvos.systems import osvos as osvos_system
 from jvos.data import davis
 from jvos.data.video import VideoDataset
 from jvos.models import osvos
@@ -149,8 +150,9 @@ def host_initial_state(variant: Variant) -> train.TrainState:
                                    train.make_schedule(train_config, train_config.num_steps))
   model = osvos.OSVOS(backbone=variant.backbone, width_multiplier=variant.width_multiplier)
   # Parameter shapes do not depend on the image size: initialise on a small image.
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
   return jax.device_get(jax.jit(functools.partial(
-      train.init_state, model, optimizer, osvos_davis16.get_config().seed, (1, 64, 64, 3)))())
+      train.init_state, optimizer, osvos_davis16.get_config().seed))(params))
 
 
 class Feed:
@@ -167,7 +169,8 @@ class Feed:
     as at the start of training."""
     return input_pipeline.train_iterator(
         self.dataset, parent_train_config(self.crop, batch_size), osvos_davis16.get_config().seed,
-        train.local_batch_size(batch_size), grain.sharding.NoSharding())
+        train.local_batch_size(batch_size), grain.sharding.NoSharding(),
+        osvos_system.clip(None))
 
   def to_device(self, host_batch: dict[str, Any]) -> dict[str, jax.Array]:
     global_size = len(host_batch['image']) * jax.process_count()
@@ -186,7 +189,8 @@ class Trainer:
                                 jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     model = osvos.OSVOS(backbone=variant.backbone, width_multiplier=variant.width_multiplier,
                         dtype=jnp.dtype(dtype))
-    self.step = train.jit_train_step(model, osvos.loss_fn, optimizer, schedule, mesh)
+    self.step = train.jit_train_step(functools.partial(osvos_system.loss, model), optimizer,
+                                     schedule, mesh)
 
   def compile(self, batch: dict[str, jax.Array]) -> jax.stages.Compiled:
     return self.step.lower(self.state, batch).compile()

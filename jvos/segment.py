@@ -1,25 +1,103 @@
-"""Runs a method over a dataset and writes one mask per frame: the path every method shares.
+"""The runner: segments a dataset frame by frame and writes one mask per frame.
 
-A method (a "segmenter") is any callable `segmenter(video)` that yields, for each frame in
-order, float scores (num_objects, H, W) in [0, 1]: one map per object of `video.object_ids`
-(one-shot), or per proposal (zero-shot). This module merges them into one label map per frame
-and writes it in the benchmark's format, so no method deals with objects appearing late, with
-the given masks, or with file formats.
+Every system segments through `segment_video`, which owns the loop over frames, so no system
+deals with file formats, resizing, objects that appear late, or the task's rules. A system
+provides a `Segmenter` of three methods:
+
+    state = segmenter.start(video)                    # once per video
+    state, scores = segmenter.step(state, frame)      # every frame, in order
+    state = segmenter.add_objects(state, frame, slots, masks)   # one-shot: new objects
+
+`scores` is (num_slots, h, w) float in [0, 1] at the frame's working size: one map per object
+of `video.object_ids` (one-shot; slot k is object_ids[k]) or per proposal (zero-shot). State
+is whatever the system carries between frames (per-object ConvLSTM states, previous masks,
+fine-tuned parameters...), kept as device arrays, so memory does not grow with the video.
+
+On the frame that introduces an object (frame 0 in DAVIS; any frame in YouTube-VOS), the runner
+first asks `step` for the objects already known, then writes the given mask for the new one and
+hands it to `add_objects`: from the next frame on, the system follows it. The runner hands a
+segmenter a `VideoInput`, never the dataset's `Video`: in the unsupervised (zero-shot) task it
+carries no mask at all, so no system can see the annotations the evaluator keeps for scoring.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+import cv2
 import numpy as np
 import tqdm
 from PIL import Image
 from absl import logging
 
-from jvos.data.video import Video, VideoDataset, palette, write_label_map
+from jvos.data.video import (Video, VideoDataset, image_size, palette, read_frame,
+                             write_label_map)
+from jvos.errors import InputError
 
-Segmenter = Callable[[Video], Iterator[np.ndarray]]
+TASKS = ('semi-supervised', 'unsupervised')
+State = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInput:
+  """What a segmenter is given of a video: frames at the working size, and the given masks.
+
+  Attributes:
+    name: the video's name.
+    frame_paths: every frame, in order; `frame(i)` reads one at the working size.
+    working_size: (height, width) frames are read at (the system's `segment.max_height`).
+    given: slot -> (frame index, boolean mask at the working size) of each object a one-shot
+      method follows, in `object_ids` order; empty in the zero-shot task.
+  """
+  name: str
+  frame_paths: tuple[pathlib.Path, ...]
+  working_size: tuple[int, int]
+  given: Mapping[int, tuple[int, np.ndarray]]
+
+  def __len__(self) -> int:
+    return len(self.frame_paths)
+
+  @property
+  def num_objects(self) -> int:
+    return len(self.given)
+
+  def frame(self, index: int) -> np.ndarray:
+    return resize(read_frame(self.frame_paths[index]), self.working_size, cv2.INTER_AREA)
+
+
+class Segmenter(Protocol):
+  """What a system provides to segment videos (see the module docstring)."""
+
+  def start(self, video: VideoInput) -> State:
+    ...
+
+  def step(self, state: State, frame: np.ndarray) -> tuple[State, np.ndarray]:
+    ...
+
+  def add_objects(self, state: State, frame: np.ndarray, slots: Sequence[int],
+                  masks: np.ndarray) -> State:
+    ...
+
+
+def resize(image: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+  """cv2.resize to (height, width), a no-op at that size already."""
+  if image.shape[:2] == tuple(size):
+    return image
+  return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+
+
+def working_size(frame_size: tuple[int, int], max_height: int) -> tuple[int, int]:
+  """The size a system segments at: the frame's, shrunk to `max_height` rows if taller.
+
+  Full-resolution DAVIS (1080p and up) thus costs what 480p costs; masks are still written at
+  the frame size. 0 means never shrink.
+  """
+  height, width = frame_size
+  if max_height <= 0 or height <= max_height:
+    return height, width
+  return max_height, max(1, round(width * max_height / height))
 
 
 def merge_scores(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -32,20 +110,19 @@ def merge_scores(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
   return np.argmax(np.concatenate([background, scores]), axis=0).astype(np.uint8)
 
 
-def one_shot_labels(scores: np.ndarray, video: Video, frame_index: int,
-                    given: dict[int, tuple[int, np.ndarray]]) -> np.ndarray:
-  """Label map of a frame in the one-shot task.
+def one_shot_labels(scores: np.ndarray, object_ids: Sequence[int], frame_index: int,
+                    given: Mapping[int, tuple[int, np.ndarray]]) -> np.ndarray:
+  """Label map of a frame in the one-shot task, scores (N, H, W) for slots 0..N-1.
 
   An object scores nothing before the frame that introduces it, and on that frame its given
   mask is the answer (as the benchmarks expect), whatever the method said.
   """
-  object_ids = np.asarray(video.object_ids, np.uint8)
-  starts = np.asarray([given[obj][0] for obj in video.object_ids])
+  starts = np.asarray([given[slot][0] for slot in range(len(object_ids))])
   scores = np.where((starts <= frame_index)[:, None, None], scores, 0.0)
-  labels = np.concatenate([[0], object_ids])[merge_scores(scores)]
-  for obj, (start, mask) in given.items():
+  labels = np.concatenate([[0], np.asarray(object_ids, np.uint8)])[merge_scores(scores)]
+  for slot, (start, mask) in given.items():
     if start == frame_index:
-      labels[mask] = obj
+      labels[mask] = object_ids[slot]
   return labels
 
 
@@ -56,38 +133,83 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
   return blended.astype(np.uint8)
 
 
+def video_input(video: Video, task: str, max_height: int) -> tuple[VideoInput, dict]:
+  """The segmenter's view of `video`, and the given masks at the frame size (for the runner).
+
+  In the unsupervised task the view holds no annotation, and the runner keeps none either.
+  """
+  size = working_size(image_size(video.frame_paths[0]), max_height)
+  given = {}
+  if task == 'semi-supervised':
+    masks = video.given_masks()
+    given = {slot: masks[obj] for slot, obj in enumerate(video.object_ids)}
+  small = {slot: (start, resize(mask.astype(np.uint8), size, cv2.INTER_NEAREST) > 0)
+           for slot, (start, mask) in given.items()}
+  return VideoInput(video.name, tuple(video.frame_paths), size, small), given
+
+
 def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, task: str,
-                  overlay_dir: pathlib.Path | None = None) -> None:
-  """Writes out_dir/<frame>.png for every frame of the video (and overlays, if asked)."""
-  given = video.given_masks() if task == 'semi-supervised' else {}
-  frame_names = video.frame_names
-  count = 0
-  for index, scores in enumerate(segmenter(video)):
+                  max_height: int = 0, overlay_dir: pathlib.Path | None = None,
+                  postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                  progress: tqdm.tqdm | None = None) -> None:
+  """Writes out_dir/<frame>.png for every frame of the video (and overlays, if asked).
+
+  Args:
+    segmenter: the system's segmenter.
+    video: the dataset's video; its annotations are used only as the task allows.
+    out_dir: where the masks go, one PNG per frame, each written as soon as it is computed.
+    task: 'semi-supervised' (one-shot: the first masks are given) or 'unsupervised'.
+    max_height: working height (see `working_size`).
+    overlay_dir: where to write the frames tinted by their masks, or None.
+    postprocess: (frame, scores) -> scores at the frame size (e.g. a dense CRF), or None.
+    progress: a progress bar to advance by one per frame, or None.
+  """
+  if task not in TASKS:
+    raise InputError(f'task={task!r}; use one of {TASKS} (--config.task=...).')
+  view, given = video_input(video, task, max_height)
+  object_ids = video.object_ids if task == 'semi-supervised' else ()
+  starts = {slot: start for slot, (start, _) in view.given.items()}
+  state = segmenter.start(view)
+  for index, (name, path) in enumerate(zip(video.frame_names, video.frame_paths)):
+    frame = read_frame(path)
+    small = resize(frame, view.working_size, cv2.INTER_AREA)
+    if object_ids and min(starts.values()) >= index:
+      # Nothing to follow yet: a one-shot system is handed its first object after this frame.
+      scores = np.zeros((len(object_ids), *frame.shape[:2]), np.float32)
+    else:
+      state, small_scores = segmenter.step(state, small)
+      scores = np.stack([resize(s, frame.shape[:2], cv2.INTER_LINEAR)
+                         for s in np.asarray(small_scores, np.float32)])
+      if postprocess is not None:
+        scores = postprocess(frame, scores)
     if task == 'semi-supervised':
-      labels = one_shot_labels(scores, video, index, given)
+      labels = one_shot_labels(scores, object_ids, index, given)
     else:
       labels = merge_scores(scores)
-    write_label_map(out_dir / f'{frame_names[index]}.png', labels, video.binary)
+    write_label_map(out_dir / f'{name}.png', labels, video.binary)
     if overlay_dir is not None:
       overlay_dir.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(overlay(video.frame(index), labels)).save(
-          overlay_dir / f'{frame_names[index]}.jpg', quality=90)
-    count += 1
-  if count != len(video):
-    raise RuntimeError(f'The method gave {count} frames for {video.name}, which has {len(video)}.')
+      Image.fromarray(overlay(frame, labels)).save(overlay_dir / f'{name}.jpg', quality=90)
+    new = [slot for slot, start in starts.items() if start == index]
+    if new:
+      state = segmenter.add_objects(state, small, new,
+                                    np.stack([view.given[slot][1] for slot in new]))
+    if progress is not None:
+      progress.update()
 
 
 def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: pathlib.Path,
-                    task: str = 'semi-supervised',
-                    overlays_dir: pathlib.Path | None = None) -> None:
+                    task: str = 'semi-supervised', max_height: int = 0,
+                    overlays_dir: pathlib.Path | None = None, postprocess=None) -> None:
   """Segments every video into masks_dir/<video>/ (and overlays_dir/<video>/, if given).
 
   Each mask is written as soon as it is computed (atomically), so a failure in one video keeps
   every mask already written.
   """
-  if task not in ('semi-supervised', 'unsupervised'):
-    raise ValueError(f'task={task!r}; use semi-supervised or unsupervised.')
-  for video in tqdm.tqdm(dataset, desc='segment', unit='video'):
-    logging.info('Segmenting %s (%d frames)', video.name, len(video))
-    segment_video(segmenter, video, masks_dir / video.name, task,
-                  overlays_dir / video.name if overlays_dir else None)
+  with tqdm.tqdm(total=sum(len(video) for video in dataset), desc='segment',
+                 unit='frame') as progress:
+    for video in dataset:
+      logging.info('Segmenting %s (%d frames)', video.name, len(video))
+      progress.set_postfix_str(video.name)
+      segment_video(segmenter, video, masks_dir / video.name, task, max_height,
+                    overlays_dir / video.name if overlays_dir else None, postprocess, progress)

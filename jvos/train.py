@@ -1,13 +1,12 @@
-"""The one trainer every model shares: data-parallel SGD on (frame, foreground mask) pairs.
+"""The one trainer every system shares: data-parallel SGD on clips, with exact resume.
 
-    state = train(config, workdir, model, loss_fn, init_params=None)
+    state = train(config, workdir, loss_fn, init_params, clip_spec)
 
-A model is a flax.linen Module called as `model.apply({'params': p}, images, rngs={'dropout':
-key})` on float32 RGB images (B, H, W, 3) in 0..255; normalising is the model's business, as is
-any `config.train.dtype` (parameters stay float32 here). `loss_fn(outputs, masks)` returns a
-scalar; masks are float32 (B, H, W): 1 on any object, 0 on background and 255 (VOID) on void
-pixels and crop padding, which the loss must ignore (`jvos.models.osvos.loss_fn` counts only
-masks <= 1).
+A system (jvos/systems/) hands the trainer its loss, `loss_fn(params, batch, rng) -> scalar`,
+the parameters to start from and the `jvos.input_pipeline.ClipSpec` of its examples; a batch
+is a dict of arrays (see input_pipeline.py: frames are uint8 RGB 0..255, label maps uint8 with
+VOID = 255 where the loss must not look), and `rng` is the step's key for dropout or random
+perturbations. The trainer never knows which system it trains.
 
 Scale: a `Mesh` with one 'data' axis spans every device of every process. Each process feeds
 its own shard of the data (see input_pipeline.py) and contributes its local batch to one global
@@ -37,7 +36,6 @@ import time
 from typing import Any, Callable
 
 from absl import logging
-import flax.linen as nn
 import flax.serialization
 import flax.struct
 import grain
@@ -55,15 +53,15 @@ from jvos import input_pipeline
 from jvos.data import build_dataset
 from jvos.errors import InputError
 
-LossFn = Callable[..., jax.Array]
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], jax.Array]
 
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('cosine', 'constant')
 PARAMS_FILE = 'params.msgpack'
 MODEL_CONFIG_FILE = 'model_config.json'
 METRICS_FILE = 'train_metrics.jsonl'
-# The arrays of a batch that go to the devices; 'example' (which frames) stays on the host.
-DEVICE_KEYS = ('image', 'mask')
+# What of a batch stays on the host: which anchor each clip came from.
+HOST_KEYS = ('example',)
 
 
 @flax.struct.dataclass
@@ -135,31 +133,12 @@ def _float32(tree: Any) -> Any:
       tree)
 
 
-def init_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int,
-               image_shape: tuple[int, ...], init_params: Any = None) -> TrainState:
-  """Step 0: `init_params` (e.g. a pretrained backbone) or the model's own initialisation."""
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-  if init_params is None:
-    init_params = model.init({'params': init_rng, 'dropout': init_rng},
-                             jnp.zeros(image_shape, jnp.float32))['params']
+def init_state(optimizer: optax.GradientTransformation, seed: int,
+               init_params: Any) -> TrainState:
+  """Step 0 from `init_params` (the system's initialisation, e.g. a pretrained backbone)."""
   params = _float32(init_params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params), rng=train_rng)
-
-
-def check_init_params(init_params: Any, model: nn.Module, image_shape: tuple[int, ...]) -> None:
-  """Fails, naming the parameters, where `init_params` does not fit the model."""
-  expected = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(image_shape))['params'])
-  shapes = lambda tree: {jax.tree_util.keystr(path): tuple(np.shape(leaf))
-                         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-  given, wanted = shapes(init_params), shapes(expected)
-  wrong = sorted(k for k in given.keys() | wanted.keys() if given.get(k) != wanted.get(k))
-  if wrong:
-    details = ', '.join(f'{k}: given {given.get(k)}, model wants {wanted.get(k)}'
-                        for k in wrong[:5])
-    raise InputError(f'The initial parameters do not fit the model ({len(wrong)} differ: '
-                     f'{details}). Pass parameters exported by a run of the same model.')
+                    opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed))
 
 
 def to_host(replicated_tree: Any) -> Any:
@@ -172,19 +151,12 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Module,
-               loss_fn: LossFn, optimizer: optax.GradientTransformation,
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossFn,
+               optimizer: optax.GradientTransformation,
                schedule: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update on a global batch; 'finite' says whether it may be kept."""
-  images = batch['image'].astype(jnp.float32)
-  masks = batch['mask'].astype(jnp.float32)
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-  def batch_loss(params):
-    outputs = model.apply({'params': params}, images, rngs={'dropout': dropout_rng})
-    return loss_fn(outputs, masks)
-
-  loss, grads = jax.value_and_grad(batch_loss)(state.params)
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
@@ -193,15 +165,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Modu
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def jit_train_step(model: nn.Module, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+def jit_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                    schedule: optax.Schedule, mesh: jax.sharding.Mesh) -> Callable:
   """`train_step` compiled as `train` runs it: the state replicated over `mesh` (and donated, so
   the new one reuses its buffers), the batch split over its 'data' axis."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   return jax.jit(
-      functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer,
-                        schedule=schedule),
+      functools.partial(train_step, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule),
       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
@@ -210,8 +181,8 @@ def global_batch(local_batch: dict[str, np.ndarray], sharding: jax.sharding.Name
                  global_batch_size: int) -> dict[str, jax.Array]:
   """One array per key over all processes, each contributing its local batch."""
   return {key: jax.make_array_from_process_local_data(
-              sharding, local_batch[key], (global_batch_size, *local_batch[key].shape[1:]))
-          for key in DEVICE_KEYS}
+              sharding, value, (global_batch_size, *value.shape[1:]))
+          for key, value in local_batch.items() if key not in HOST_KEYS}
 
 
 def checkpoint_manager(workdir: pathlib.Path,
@@ -314,9 +285,9 @@ def _check_finite(metrics: list[dict[str, np.ndarray]], first_step: int,
           'train.grad_clip, and check the masks; a rerun resumes from the last checkpoint.')
 
 
-def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Module,
-          loss_fn: LossFn, init_params: Any = None) -> TrainState:
-  """Trains `model` on `config.data` for `train.num_steps` steps, resuming if it can.
+def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: LossFn,
+          init_params: Any, clip_spec: input_pipeline.ClipSpec) -> TrainState:
+  """Trains on `config.data` for `train.num_steps` steps, resuming if it can.
 
   Args:
     config: reads `seed`, `data` (see build_dataset), `train` (the fields below) and, to
@@ -326,10 +297,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Mo
       checkpoint_every, keep_checkpoints, log_every, and the input pipeline's crop_size,
       scale_range, flip, colour_jitter, data_threads, data_prefetch.
     workdir: where checkpoints and outputs go; a rerun with the same workdir resumes.
-    model: flax module; see the module docstring for how it is called.
-    loss_fn: `loss_fn(outputs, masks) -> scalar`, e.g. `jvos.models.osvos.loss_fn`.
-    init_params: parameters to start from instead of the model's initialisation; ignored when
-      resuming from a checkpoint.
+    loss_fn: `loss_fn(params, batch, rng) -> scalar` (see the module docstring).
+    init_params: the parameters to start from; ignored when resuming from a checkpoint.
+    clip_spec: how the training clips are sampled.
 
   Returns:
     The final TrainState (replicated over the devices).
@@ -340,18 +310,14 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Mo
   mesh = make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  image_shape = (1, *input_pipeline.crop_size(train_config), 3)
-  if init_params is not None:
-    check_init_params(init_params, model, image_shape)
   schedule = make_schedule(train_config, train_config.num_steps)
   optimizer = make_optimizer(train_config, schedule)
   iterator = input_pipeline.train_iterator(
       build_dataset(config.data, workdir), train_config, config.seed,
-      local_batch_size(train_config.batch_size), grain.sharding.ShardByJaxProcess())
+      local_batch_size(train_config.batch_size), grain.sharding.ShardByJaxProcess(), clip_spec)
 
-  initial_state = jax.jit(
-      functools.partial(init_state, model, optimizer, config.seed, image_shape),
-      out_shardings=replicated)
+  initial_state = jax.jit(functools.partial(init_state, optimizer, config.seed),
+                          out_shardings=replicated)
   manager = checkpoint_manager(workdir, train_config)
   last_checkpoint = manager.latest_step()
   if last_checkpoint is None:
@@ -364,7 +330,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, model: nn.Mo
     logging.info('Resuming from the checkpoint of step %d in %s.', last_checkpoint,
                  manager.directory)
 
-  step_fn = jit_train_step(model, loss_fn, optimizer, schedule, mesh)
+  step_fn = jit_train_step(loss_fn, optimizer, schedule, mesh)
   first_step = int(to_host(state.step)) + 1
   metrics_log = MetricsLog(workdir)
   progress = tqdm.tqdm(total=train_config.num_steps, initial=first_step - 1, unit='step',

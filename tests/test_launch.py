@@ -37,7 +37,7 @@ def test_default_job_runs_end_to_end_with_no_arguments(tmp_path):
   check_metrics(metrics, videos)
   # Flow propagation on the synthetic set is far from perfect but far from chance.
   assert 0.3 < metrics['JF_mean'] < 1.0
-  assert json.loads((workdir / 'config.json').read_text())['method']['name'] == 'flow'
+  assert json.loads((workdir / 'config.json').read_text())['model']['name'] == 'flow'
 
 
 def test_flow_contract_on_real_davis2016(tmp_path, davis2016_root):

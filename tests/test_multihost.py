@@ -117,20 +117,17 @@ def one_process_reference(tiny_davis, tmp_path_factory):
   """Final params, per-step losses and per-shard example ids of one process over the same
   global batches."""
   config = train_helper.make_config(tiny_davis, NUM_STEPS)
-  model = train_helper.TinyNet()
   schedule = train.make_schedule(config.train, NUM_STEPS)
   optimizer = train.make_optimizer(config.train, schedule)
-  image_shape = (1, *input_pipeline.crop_size(config.train), 3)
-  state = jax.jit(functools.partial(train.init_state, model, optimizer, config.seed,
-                                    image_shape))(None)
-  step_fn = jax.jit(functools.partial(train.train_step, model=model,
-                                      loss_fn=train_helper.masked_bce, optimizer=optimizer,
-                                      schedule=schedule))
+  state = jax.jit(functools.partial(train.init_state, optimizer, config.seed))(
+      train_helper.initial_params())
+  step_fn = jax.jit(functools.partial(train.train_step, loss_fn=train_helper.tiny_loss,
+                                      optimizer=optimizer, schedule=schedule))
   dataset = build_dataset(config.data, tmp_path_factory.mktemp('reference'))
   local_batch_size = config.train.batch_size // NUM_PROCESSES
   iterators = [input_pipeline.train_iterator(
       dataset, config.train, config.seed, local_batch_size,
-      grain.sharding.ShardOptions(shard_index=i, shard_count=NUM_PROCESSES))
+      grain.sharding.ShardOptions(shard_index=i, shard_count=NUM_PROCESSES), train_helper.CLIP)
                for i in range(NUM_PROCESSES)]
   losses, examples = [], [[] for _ in iterators]
   for _ in range(NUM_STEPS):
@@ -138,7 +135,7 @@ def one_process_reference(tiny_davis, tmp_path_factory):
     for shard_examples, batch in zip(examples, local_batches):
       shard_examples.append(batch['example'].tolist())
     state, metrics = step_fn(state, {key: np.concatenate([b[key] for b in local_batches])
-                                     for key in train.DEVICE_KEYS})
+                                     for key in batch if key not in train.HOST_KEYS})
     losses.append(float(metrics['loss']))
   return train.to_host(state.params), losses, examples
 
@@ -148,8 +145,7 @@ def test_two_processes_end_with_the_params_of_one_process(two_process_run,
   workdir, _ = two_process_run
   expected_params, expected_losses, _ = one_process_reference
   params = train.load_params(workdir / train.PARAMS_FILE)
-  initial = train_helper.TinyNet().init(jax.random.split(jax.random.PRNGKey(0))[0],
-                                        np.zeros((1, 48, 48, 3)))['params']
+  initial = train_helper.initial_params()
   # The runs moved every parameter far beyond the tolerance, and agree within it.
   moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), params, initial)
   assert min(jax.tree.leaves(moved)) > 1e-3

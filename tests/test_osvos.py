@@ -14,10 +14,12 @@ from jvos.data.davis import load_davis
 from jvos.data.synthetic import ensure_synthetic_davis
 from jvos.models import osvos
 from jvos.segment import segment_video
+from jvos.systems import osvos as osvos_system
 
 FINETUNE = ml_collections.ConfigDict(dict(
-    steps=60, batch_size=2, max_scale=1.2, max_shift=0.1, input_scale=0.5,
-    inference_batch_size=3))
+    steps=60, batch_size=2, optimizer='adam', learning_rate=3e-3, momentum=0.9,
+    schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0, max_scale=1.2,
+    max_shift=0.1))
 
 
 def small_osvos() -> osvos.OSVOS:
@@ -86,15 +88,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_video):
   model = small_osvos()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
-  run = finetune.make_finetune(model.apply, osvos.loss_fn, optax.adam(3e-3), FINETUNE)
+  run = finetune.make_finetune(
+      lambda p, batch, rng: osvos_system.loss(model, p, batch, rng), optax.adam(3e-3),
+      FINETUNE.steps, lambda inputs, rng: osvos_system.finetune_batch(inputs, rng, FINETUNE))
   frame_index, mask = synthetic_video.given_masks()[1]
   image = jnp.asarray(synthetic_video.frame(frame_index), jnp.float32)
-  tuned, losses = run(params, image, jnp.asarray(mask, jnp.float32), jax.random.PRNGKey(0))
+  inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
+  tuned, losses = run(params, inputs, jax.random.PRNGKey(0))
   assert losses.shape == (FINETUNE.steps,)
   assert float(losses[-10:].mean()) < 0.6 * float(losses[:10].mean())
   # All steps ran inside one XLA computation: a second call does not trace again.
   assert run._cache_size() == 1
-  run(params, image, jnp.asarray(mask, jnp.float32), jax.random.PRNGKey(1))
+  run(params, inputs, jax.random.PRNGKey(1))
   assert run._cache_size() == 1
 
   def predicted(p):
@@ -106,8 +111,8 @@ def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_v
 def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_video, tmp_path):
   model = small_osvos()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
-  segmenter = finetune.FinetuneSegmenter(model.apply, osvos.loss_fn, osvos.probabilities,
-                                         params, optax.adam(3e-3), FINETUNE)
+  config = ml_collections.ConfigDict(dict(finetune=FINETUNE, seed=0))
+  segmenter = osvos_system.FinetuneSegmenter(model, params, config)
   segment_video(segmenter, synthetic_video, tmp_path, 'semi-supervised')
   from jvos.data.video import read_label_map  # pylint: disable=g-import-not-at-top
   written = [read_label_map(tmp_path / f'{name}.png', binary=False)

@@ -81,7 +81,7 @@ def uninterrupted_runs(tmp_path_factory, tiny_davis) -> dict[int, pathlib.Path]:
 
 def test_loss_decreases_and_curves_are_written(tmp_path, tiny_davis):
   config = train_helper.make_config(tiny_davis, num_steps=40, checkpoint_every=40)
-  train.train(config, tmp_path, train_helper.TinyNet(), train_helper.masked_bce)
+  train_helper.run(config, tmp_path)
 
   rows = [json.loads(line) for line in (tmp_path / 'train_metrics.jsonl').read_text().splitlines()]
   assert [row['step'] for row in rows] == list(range(1, 41))
@@ -100,8 +100,7 @@ def test_loss_decreases_and_curves_are_written(tmp_path, tiny_davis):
 def test_same_params_on_one_and_four_devices(uninterrupted_runs):
   one_device = train.load_params(uninterrupted_runs[1] / train.PARAMS_FILE)
   four_devices = train.load_params(uninterrupted_runs[4] / train.PARAMS_FILE)
-  initial = train_helper.TinyNet().init(jax.random.split(jax.random.PRNGKey(0))[0],
-                                        jnp.zeros((1, 48, 48, 3)))['params']
+  initial = train_helper.initial_params()
   # The runs moved the parameters far beyond the tolerance, and agree within it.
   moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), one_device, initial)
   assert min(jax.tree.leaves(moved)) > 1e-3
@@ -111,7 +110,7 @@ def test_same_params_on_one_and_four_devices(uninterrupted_runs):
 
 def test_checkpoint_restores_state_and_data_position(tmp_path, tiny_davis):
   config = train_helper.make_config(tiny_davis, num_steps=4, checkpoint_every=2)
-  final = train.train(config, tmp_path, train_helper.TinyNet(), train_helper.masked_bce)
+  final = train_helper.run(config, tmp_path)
   manager = train.checkpoint_manager(tmp_path, config.train)
   assert manager.all_steps() == [2, 4]
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
@@ -119,7 +118,8 @@ def test_checkpoint_restores_state_and_data_position(tmp_path, tiny_davis):
 
   def fresh_iterator():
     return input_pipeline.train_iterator(build_dataset(config.data, tmp_path), config.train,
-                                         config.seed, 4, grain.sharding.NoSharding())
+                                         config.seed, 4, grain.sharding.NoSharding(),
+                                         train_helper.CLIP)
 
   restored_iterator = fresh_iterator()
   restored = train.restore_checkpoint(manager, 4, abstract, restored_iterator)
@@ -178,11 +178,12 @@ class DriftingNet(nn.Module):
     return train_helper.TinyNet()(images), drift
 
 
-def drifting_loss(outputs, masks):
+def drifting_loss(params, batch, rng):
   """d loss / d drift = -1; NaN once drift reaches 2, i.e. from step 3 on."""
-  logits, drift = outputs
+  del rng
+  logits, drift = DriftingNet().apply({'params': params}, batch['image'][:, 0] * 1.0)
   blow_up = jnp.where(drift > 1.5, jnp.nan, 0.0)
-  return train_helper.masked_bce(logits, masks) - drift + blow_up
+  return train_helper.masked_bce(logits, batch['labels'][:, 0]) - drift + blow_up
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, tiny_davis):
@@ -193,7 +194,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path,
       grad_clip=0.0)
   with pytest.raises(InputError, match=r'diverged at step 3: loss nan.*last good checkpoint, '
                                        r'step 2, is kept'):
-    train.train(config, tmp_path, DriftingNet(), drifting_loss)
+    params = DriftingNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 48, 3)))['params']
+    train_helper.run(config, tmp_path, drifting_loss, params)
   assert finished_steps(tmp_path) == [2]
   assert not (tmp_path / train.PARAMS_FILE).exists()
   manager = train.checkpoint_manager(tmp_path, config.train)
@@ -203,62 +205,100 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path,
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored))
 
 
-def test_init_params_that_do_not_fit_the_model_are_rejected():
-  params = train_helper.TinyNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))['params']
-  params['Conv_2']['kernel'] = np.zeros((1, 1, 8, 2), np.float32)
-  with pytest.raises(InputError, match=r"\['Conv_2'\]\['kernel'\]: given \(1, 1, 8, 2\), "
-                                       r'model wants \(1, 1, 8, 1\)'):
-    train.check_init_params(params, train_helper.TinyNet(), (1, 48, 48, 3))
-
-
-def colour_coded_example() -> dict:
-  """A 40x60 frame that is bright exactly where the label map has an object: two objects
-  forming a wedge that grows taller to the right (so a flip shows), cut by a void band."""
+def colour_coded_clip() -> dict:
+  """Two 40x60 frames, bright exactly where the label map has an object: two objects forming
+  a wedge that grows taller to the right (so a flip shows), cut by a void band; the second
+  frame is the first shifted right by 5 pixels."""
   rows, columns = np.mgrid[:40, :60]
   labels = np.where(rows >= 40 - 0.6 * columns, np.where(columns < 30, 1, 2), 0).astype(np.uint8)
   labels[:, 45:48] = VOID
   image = np.where(labels[..., None] == 0, 40, 200).astype(np.uint8).repeat(3, axis=-1)
   image[labels == VOID] = 120
-  return {'image': image, 'labels': labels, 'example': np.int32(7)}
+  shift = lambda x, fill: np.concatenate([np.full_like(x[:, :5], fill), x[:, :-5]], axis=1)
+  return {'image': np.stack([image, shift(image, 40)]),
+          'labels': np.stack([labels, shift(labels, 0)]),
+          'annotated': np.array([True, True]), 'example': np.int32(7)}
 
 
-def test_augmented_crops_have_the_crop_size_and_keep_masks_aligned():
-  example = colour_coded_example()
+def test_augmented_clips_have_the_crop_size_and_keep_masks_aligned():
+  clip = colour_coded_clip()
   flipped = unflipped = padded = 0
   for seed in range(100):
-    out = input_pipeline.augment(example, np.random.default_rng(seed), size=(32, 48),
+    out = input_pipeline.augment(clip, np.random.default_rng(seed), size=(32, 48),
                                  scale_range=(0.5, 1.5), flip=True, colour_jitter=0.3)
-    assert out['image'].shape == (32, 48, 3) and out['image'].dtype == np.uint8
-    assert out['mask'].shape == (32, 48) and set(np.unique(out['mask'])) <= {0, 1, VOID}
-    assert out['example'] == 7
-    mask, void = out['mask'] == 1, out['mask'] == VOID
-    # Away from label edges (where the image was interpolated), brightness tells the mask.
-    brightness = out['image'].mean(axis=-1)
-    interior = ndimage.binary_erosion(mask, iterations=2, border_value=1)
-    exterior = ndimage.binary_erosion(~mask & ~void, iterations=2, border_value=1)
-    if interior.any() and exterior.any():
-      assert brightness[interior].min() > brightness[exterior].max()
-    padded += void.all(axis=1).any() or void.all(axis=0).any()
-    # The wedge grows taller to the right, or to the left once flipped.
-    heights = mask.sum(axis=0)
-    visible = np.nonzero(heights)[0]
-    if len(set(heights[visible])) > 1:
-      slope = np.corrcoef(visible, heights[visible])[0, 1]
-      flipped += slope < 0
-      unflipped += slope > 0
+    assert out['image'].shape == (2, 32, 48, 3) and out['image'].dtype == np.uint8
+    assert out['labels'].shape == (2, 32, 48) and set(np.unique(out['labels'])) <= {0, 1, 2, VOID}
+    assert out['example'] == 7 and out['annotated'].all()
+    for image, labels in zip(out['image'], out['labels']):
+      mask, void = np.isin(labels, (1, 2)), labels == VOID
+      # Away from label edges (where the image was interpolated), brightness tells the mask.
+      brightness = image.mean(axis=-1)
+      interior = ndimage.binary_erosion(mask, iterations=2, border_value=1)
+      exterior = ndimage.binary_erosion(~mask & ~void, iterations=2, border_value=1)
+      if interior.any() and exterior.any():
+        assert brightness[interior].min() > brightness[exterior].max()
+      # Object 1 stays on the narrow end of the wedge, object 2 on the tall one.
+      if (labels == 1).any() and (labels == 2).any():
+        heights = [np.sum(labels == k, axis=0).max() for k in (1, 2)]
+        assert heights[0] <= heights[1] + 1
+    padded += (out['labels'][0] == VOID).all(axis=1).any()
+    # The wedge grows taller to the right, or to the left once flipped; both frames alike.
+    slopes = []
+    for labels in out['labels']:
+      heights = np.isin(labels, (1, 2)).sum(axis=0)
+      visible = np.nonzero(heights)[0]
+      slopes.append(np.corrcoef(visible, heights[visible])[0, 1]
+                    if len(set(heights[visible])) > 1 else 0.0)
+    if slopes[0] and slopes[1]:
+      assert np.sign(slopes[0]) == np.sign(slopes[1])  # One flip for the whole clip.
+      flipped += slopes[0] < 0
+      unflipped += slopes[0] > 0
   assert flipped > 20 and unflipped > 20
   assert padded > 0  # At scale < 0.8 the frame is smaller than the crop.
+
+
+def test_same_transform_for_every_frame_of_a_clip():
+  # A clip of one frame twice: whatever the random scale, flip, crop and colour, both match.
+  clip = colour_coded_clip()
+  clip = {**clip, 'image': clip['image'][[0, 0]], 'labels': clip['labels'][[0, 0]]}
+  for seed in range(10):
+    out = input_pipeline.augment(clip, np.random.default_rng(seed), size=(32, 48),
+                                 scale_range=(0.5, 1.5), flip=True, colour_jitter=0.3)
+    np.testing.assert_array_equal(out['image'][0], out['image'][1])
+    np.testing.assert_array_equal(out['labels'][0], out['labels'][1])
+
+
+def test_choose_objects_keeps_at_most_k_of_the_first_frame_renumbered():
+  labels = np.zeros((2, 4, 6), np.uint8)
+  labels[0, 0, :3] = [3, 5, 9]
+  labels[1, 1, :4] = [9, 3, 7, VOID]  # 7 is not in the first frame: background.
+  chosen_sets = set()
+  for seed in range(20):
+    out, objects = input_pipeline.choose_objects(labels, 2, np.random.default_rng(seed))
+    assert objects.tolist() == [True, True]
+    assert set(np.unique(out)) <= {0, 1, 2, VOID} and (out[1, 1, 3] == VOID)
+    assert out[1, 1, 2] == 0  # Object 7 became background.
+    kept = tuple(int(labels[0, 0, i]) for i in range(3) if out[0, 0, i])
+    chosen_sets.add(kept)
+    # Renumbered in id order, the same in both frames.
+    assert [out[0, 0, list(labels[0, 0, :3]).index(obj)] for obj in kept] == [1, 2]
+    for obj, new in zip(kept, (1, 2)):
+      assert out[1][labels[1] == obj].tolist() == [new] * int((labels[1] == obj).sum())
+  assert len(chosen_sets) == 3  # Every pair of the three gets chosen for some seed.
+  out, objects = input_pipeline.choose_objects(labels, 5, np.random.default_rng(0))
+  assert objects.tolist() == [True, True, True, False, False]
 
 
 def test_shards_are_disjoint_and_cover_the_data(tiny_davis):
   config = train_helper.make_config(tiny_davis, num_steps=1, colour_jitter=0.0)
   dataset = build_dataset(config.data, tiny_davis)
-  num_frames = len(input_pipeline.AnnotatedFrames(dataset))
+  num_frames = len(input_pipeline.ClipAnchors(dataset, train_helper.CLIP))
   assert num_frames == len(train_helper.SEQUENCES) * train_helper.FRAMES_PER_SEQUENCE
   epochs = []
   for index in range(2):
     shard = grain.sharding.ShardOptions(shard_index=index, shard_count=2)
-    stream = input_pipeline.train_examples(dataset, config.train, seed=0, shard=shard)
+    stream = input_pipeline.train_clips(dataset, config.train, seed=0, shard=shard,
+                                        spec=train_helper.CLIP)
     half = num_frames // 2
     examples = [int(stream[i]['example']) for i in range(2 * half)]  # Two epochs.
     epochs.append(examples)
@@ -275,7 +315,7 @@ def test_batches_are_deterministic_by_seed(tiny_davis):
 
   def first_batch(seed):
     return next(input_pipeline.train_iterator(dataset, config.train, seed, 4,
-                                              grain.sharding.NoSharding()))
+                                              grain.sharding.NoSharding(), train_helper.CLIP))
 
   assert_trees_equal(first_batch(0), first_batch(0))
   assert not np.array_equal(first_batch(0)['image'], first_batch(1)['image'])

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jvos import input_pipeline
 from jvos import train
-from jvos.data.video import read_frame, read_label_map, write_label_map
+from jvos.data.video import VOID, read_frame, read_label_map, write_label_map
 
 SEQUENCES = ('bear', 'boat')
 FRAMES_PER_SEQUENCE = 4
@@ -50,11 +51,31 @@ class TinyNet(nn.Module):
     return nn.Conv(1, (1, 1))(x)[..., 0]
 
 
-def masked_bce(logits: jax.Array, masks: jax.Array) -> jax.Array:
-  """Mean binary cross-entropy over the pixels that are not void (masks 0 or 1)."""
-  valid = (masks <= 1).astype(jnp.float32)
-  per_pixel = optax.sigmoid_binary_cross_entropy(logits, masks == 1)
+def masked_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy of 'any object' over the pixels that are not void."""
+  valid = (labels != VOID).astype(jnp.float32)
+  per_pixel = optax.sigmoid_binary_cross_entropy(logits, (labels > 0) & (labels != VOID))
   return jnp.sum(per_pixel * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def tiny_loss(params, batch, rng, model=TinyNet()):
+  """What jvos.train minimises: TinyNet's masked BCE on one-frame clips."""
+  del rng
+  logits = model.apply({'params': params}, batch['image'][:, 0].astype(jnp.float32))
+  return masked_bce(logits, batch['labels'][:, 0])
+
+
+CLIP = input_pipeline.ClipSpec('frame', max_objects=8)
+
+
+def initial_params(seed: int = 0):
+  return TinyNet().init(jax.random.PRNGKey(seed), jnp.zeros((1, 48, 48, 3)))['params']
+
+
+def run(config, workdir, loss_fn=tiny_loss, params=None):
+  """jvos.train.train on the tiny set, from TinyNet's initialisation unless `params`."""
+  return train.train(config, workdir, loss_fn, initial_params() if params is None else params,
+                     CLIP)
 
 
 def make_config(data_root: pathlib.Path, num_steps: int, **train_overrides) -> (
@@ -126,7 +147,7 @@ def main() -> None:
     record_examples(args.examples_log)
   step_delay_s = args.step_delay_s
   logging.set_verbosity(logging.INFO)
-  train.train(make_config(args.data, args.steps), args.workdir, TinyNet(), masked_bce)
+  run(make_config(args.data, args.steps), args.workdir)
   print(f'devices={jax.device_count()} done')
 
 

@@ -10,7 +10,7 @@ Param names: `stem`, then `block0` ... `block16`, each with `expand` (absent in 
 `depthwise` and `project` convs; slim's `Conv`, `expanded_conv_N/{expand,depthwise,project}`.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -50,6 +50,17 @@ def block_plan(width_multiplier: float) -> list[tuple[int, int, int]]:
   return plan
 
 
+def modulation_channels(width_multiplier: float) -> dict[str, int]:
+  """block name -> channels of its depthwise conv's (post-ReLU6) output, where a `modulate`
+  hook may act."""
+  channels, in_channels = {}, scaled_channels(STEM_CHANNELS, width_multiplier)
+  for index, (expansion, out_channels, _) in enumerate(block_plan(width_multiplier)):
+    channels[f'block{index}'] = (make_divisible(in_channels * expansion, 8) if expansion != 1
+                                 else in_channels)
+    in_channels = out_channels
+  return channels
+
+
 def stage_ends() -> tuple[int, ...]:
   """Index of the last block at each nominal stride 2, 4, 8, 16, 32: (0, 2, 5, 12, 16)."""
   strides = [stride for _, _, stride in block_plan(1.0)]
@@ -65,7 +76,8 @@ class InvertedResidual(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array,
+               modulate: Callable[[str, jax.Array], jax.Array] | None = None) -> jax.Array:
     in_channels = x.shape[-1]
     y = x
     if self.expansion != 1:
@@ -75,6 +87,8 @@ class InvertedResidual(nn.Module):
     # column go at the bottom/right; odd sizes such as 257 are padded symmetrically.
     y = nn.relu6(DepthwiseConv(stride=self.stride, dilation=self.dilation, dtype=self.dtype,
                                name='depthwise')(y))
+    if modulate is not None:
+      y = modulate(self.name, y)
     y = Conv(self.channels, (1, 1), dtype=self.dtype, name='project')(y)
     if self.stride == 1 and in_channels == self.channels:
       y = y + x
@@ -93,13 +107,18 @@ class MobileNetV2(nn.Module):
       blocks keep stride 1 and dilate their depthwise convs instead (DeepLab's atrous rule), so
       the deeper stages stay at 1/output_stride.
     dtype: compute dtype (e.g. jnp.bfloat16); params stay float32.
+
+  `modulate(name, x)`, if given, is applied to each block's depthwise output after its ReLU6
+  (OSMN's scales and shifts; see `modulation_channels`).
   """
   width_multiplier: float = 1.0
   output_stride: int = 32
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+  def __call__(self, x: jax.Array,
+               modulate: Callable[[str, jax.Array], jax.Array] | None = None,
+               ) -> tuple[jax.Array, ...]:
     if self.output_stride not in OUTPUT_STRIDES:
       raise InputError(f'MobileNetV2 output_stride={self.output_stride}; use one of '
                        f'{OUTPUT_STRIDES}.')
@@ -116,7 +135,7 @@ class MobileNetV2(nn.Module):
       else:
         current_stride *= stride
       x = InvertedResidual(expansion, channels, block_stride, block_dilation, self.dtype,
-                           name=f'block{index}')(x)
+                           name=f'block{index}')(x, modulate)
       if index in ends:
         stages.append(x)
     return tuple(stages)

@@ -8,7 +8,7 @@ videos; at test time it is fine-tuned on the first frame of each video (jvos/fin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -16,8 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jvos import weights
-from jvos.errors import InputError
 from jvos.models.layers import Conv
 from jvos.models.mobilenet_v2 import MobileNetV2
 from jvos.models.preprocessing import normalize
@@ -86,6 +84,7 @@ class OSVOS(nn.Module):
   """OSVOS foreground network. Input RGB 0..255 (B, H, W, 3); logits at input size.
 
   Returns {'sides': [4 x (B, H, W)], 'fused': (B, H, W)} logits; sigmoid('fused') is the mask.
+  `modulate` is handed to the backbone (OSMN modulates OSVOS's backbone; see jvos/models/osmn.py).
   """
   backbone: str = 'vgg16'
   input_style: str = 'torch_imagenet'  # Set by the pretrained weights the backbone starts from.
@@ -101,10 +100,11 @@ class OSVOS(nn.Module):
                        dtype=self.dtype, name='backbone')
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> dict[str, Any]:
+  def __call__(self, images: jax.Array,
+               modulate: Callable[[str, jax.Array], jax.Array] | None = None) -> dict[str, Any]:
     height, width = images.shape[1:3]
     x = normalize(images, self.input_style).astype(self.dtype)
-    stages = self.backbone_module()(x)[1:]
+    stages = self.backbone_module()(x, modulate)[1:]
     # The fuse conv is a 1x1 conv over the four upsampled 16-channel maps. Upsampling is linear
     # and shared by channels, so fusing (and scoring) each side at its own resolution, then
     # upsampling one channel, computes exactly that, without any 64-channel full-size tensor.
@@ -153,34 +153,3 @@ def loss_fn(outputs: dict[str, Any], masks: jax.Array) -> jax.Array:
 
 def probabilities(outputs: dict[str, Any]) -> jax.Array:
   return jax.nn.sigmoid(outputs['fused'])
-
-
-def create(model_config) -> OSVOS:
-  """The OSVOS module a config's `model` field describes."""
-  if model_config.backbone not in BACKBONES:
-    raise InputError(f'model.backbone={model_config.backbone!r}; use one of {BACKBONES}.')
-  return OSVOS(backbone=model_config.backbone, input_style=model_config.input_style,
-               width_multiplier=model_config.width_multiplier,
-               output_stride=model_config.output_stride, dtype=jnp.dtype(model_config.dtype))
-
-
-def initial_params(model: OSVOS, model_config, seed: int) -> Any:
-  """Random side outputs on a backbone read from `model.pretrained` (if set): a parent's start.
-
-  The file is read as the backbone's weights: .pth/.h5 for vgg16, either .tflite for
-  mobilenet_v2 (the DeepLabV3 file's trunk is MobileNetV2 at width 0.5).
-  """
-  params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3)))['params']
-  if not model_config.pretrained:
-    return params
-  pretrained = weights.load_pretrained(model_config.pretrained, model.backbone)
-  if pretrained.style != model.input_style:
-    raise InputError(f'{model_config.pretrained} expects input style {pretrained.style!r} but '
-                     f'model.input_style={model.input_style!r}; set --config.model.input_style='
-                     f'{pretrained.style}.')
-  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
-  if shapes(pretrained.params) != shapes(params['backbone']):
-    raise InputError(f'{model_config.pretrained} does not fit model.backbone={model.backbone!r} '
-                     f'at model.width_multiplier={model.width_multiplier} (the DeepLabV3 .tflite '
-                     'trunk has width 0.5, the ImageNet one 1.0).')
-  return {**params, 'backbone': pretrained.params}

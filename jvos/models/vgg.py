@@ -5,7 +5,7 @@ last, as OSVOS and OSMN use it. Conv `convS_I` is conv I of stage S, the name th
 `jvos.weights.vgg16` map torchvision's `features.N` and Keras's `blockS_convI` onto.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -23,11 +23,21 @@ def conv_names() -> tuple[str, ...]:
                for index in range(1, convs + 1))
 
 
+def modulation_channels() -> dict[str, int]:
+  """conv name -> channels of its (post-ReLU) output, where a `modulate` hook may act."""
+  return {f'conv{stage}_{index}': channels
+          for stage, (convs, channels) in enumerate(STAGES, start=1)
+          for index in range(1, convs + 1)}
+
+
 class VGG16(nn.Module):
   """VGG-16 without the classifier. Input (B, H, W, 3), normalised as the weights expect.
 
   Returns the five stage outputs (after the ReLU of each stage's last conv), NHWC: stage 1 at
   full resolution with 64 channels, ..., stage 5 at 1/16 with 512.
+
+  `modulate(name, x)`, if given, is applied to the output of every conv after its ReLU (OSMN's
+  per-channel scales and per-pixel shifts; see `modulation_channels`).
 
   Attributes:
     dtype: compute dtype (e.g. jnp.bfloat16); params stay float32.
@@ -35,13 +45,17 @@ class VGG16(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+  def __call__(self, x: jax.Array,
+               modulate: Callable[[str, jax.Array], jax.Array] | None = None,
+               ) -> tuple[jax.Array, ...]:
     stages = []
     for stage, (convs, channels) in enumerate(STAGES, start=1):
       if stage > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for index in range(1, convs + 1):
-        x = nn.relu(Conv(channels, (3, 3), padding='SAME', dtype=self.dtype,
-                         name=f'conv{stage}_{index}')(x))
+        name = f'conv{stage}_{index}'
+        x = nn.relu(Conv(channels, (3, 3), padding='SAME', dtype=self.dtype, name=name)(x))
+        if modulate is not None:
+          x = modulate(name, x)
       stages.append(x)
     return tuple(stages)

@@ -1,0 +1,151 @@
+"""OSVOS (Caelles et al., CVPR 2017): a parent network fine-tuned on each object's first mask.
+
+Training (`--mode train`) makes the parent: the network of jvos/models/osvos.py on single
+annotated frames, every object as foreground, with its deep-supervised balanced loss. To
+segment a video, the parent is fine-tuned on the frame that introduces each object (frame 0 in
+DAVIS, any frame in YouTube-VOS) with the compiled loop of jvos/finetune.py, then every later
+frame is scored by each object's own network; the runner merges the objects by argmax.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jvos import finetune
+from jvos import train
+from jvos import weights
+from jvos.data.video import VOID
+from jvos.errors import InputError
+from jvos.input_pipeline import ClipSpec
+from jvos.models import osvos
+from jvos.segment import VideoInput
+from jvos.systems import System
+
+
+def create(model_config: ml_collections.ConfigDict) -> osvos.OSVOS:
+  """The OSVOS module a config's `model` field describes."""
+  if model_config.backbone not in osvos.BACKBONES:
+    raise InputError(f'model.backbone={model_config.backbone!r}; use one of {osvos.BACKBONES}.')
+  return osvos.OSVOS(backbone=model_config.backbone, input_style=model_config.input_style,
+                     width_multiplier=model_config.width_multiplier,
+                     output_stride=model_config.output_stride,
+                     dtype=jnp.dtype(model_config.dtype))
+
+
+def pretrained_backbone(path: str, backbone: str, input_style: str, expected: Any) -> Any:
+  """Backbone params read from `path`, checked to fit `expected` (params of the same shapes)
+  and the input style the model normalises its images with."""
+  pretrained = weights.load_pretrained(path, backbone)
+  if pretrained.style != input_style:
+    raise InputError(f'{path} expects input style {pretrained.style!r} but the model is '
+                     f'configured for {input_style!r}; set --config.model.input_style='
+                     f'{pretrained.style}.')
+  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+  if shapes(pretrained.params) != shapes(expected):
+    raise InputError(f'{path} does not fit the {backbone} backbone configured (check '
+                     'model.width_multiplier: the DeepLabV3 .tflite trunk has width 0.5, the '
+                     'ImageNet one 1.0).')
+  return pretrained.params
+
+
+def initial_params(model: osvos.OSVOS, model_config: ml_collections.ConfigDict,
+                   seed: int) -> Any:
+  """Random side outputs on a backbone read from `model.pretrained` (if set): a parent's start.
+
+  The file is read as the backbone's weights: .pth/.h5 for vgg16, either .tflite for
+  mobilenet_v2 (the DeepLabV3 file's trunk is MobileNetV2 at width 0.5).
+  """
+  params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3)))['params']
+  if not model_config.pretrained:
+    return params
+  return {**params, 'backbone': pretrained_backbone(
+      model_config.pretrained, model.backbone, model.input_style, params['backbone'])}
+
+
+def foreground(labels: jax.Array) -> jax.Array:
+  """Label maps -> OSVOS targets: 1 on any object, 0 background, VOID where no loss goes."""
+  return jnp.where(labels == VOID, VOID, labels > 0).astype(jnp.float32)
+
+
+def loss(model: osvos.OSVOS, params: Any, batch: dict[str, jax.Array],
+         rng: jax.Array) -> jax.Array:
+  """The deep-supervised balanced loss on one-frame clips, every object as foreground."""
+  del rng  # OSVOS has no dropout.
+  outputs = model.apply({'params': params}, batch['image'][:, 0].astype(jnp.float32))
+  return osvos.loss_fn(outputs, foreground(batch['labels'][:, 0]))
+
+
+def make_loss(config: ml_collections.ConfigDict, model: osvos.OSVOS):
+  del config
+  return functools.partial(loss, model)
+
+
+def clip(config: ml_collections.ConfigDict) -> ClipSpec:
+  del config
+  return ClipSpec('frame', max_objects=VOID - 1)  # Every object is foreground.
+
+
+def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
+                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Augmented copies of the given frame, as the one-frame clips `loss` trains on."""
+  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng,
+                                           config.batch_size, config.max_scale, config.max_shift)
+  return {'image': images[:, None], 'labels': masks[:, None]}
+
+
+class FinetuneSegmenter:
+  """Segmenter: fine-tune the parent on each object's given mask, then score every frame.
+
+  State: one set of parameters per object, stacked on a leading axis, so one jitted call
+  scores every object of a frame. An object not fine-tuned yet holds the parent.
+  """
+
+  def __init__(self, model: osvos.OSVOS, parent_params: Any,
+               config: ml_collections.ConfigDict):
+    finetune_config = config.finetune
+    if finetune_config.steps < 0:
+      raise InputError(f'finetune.steps={finetune_config.steps} must be 0 (the parent alone) '
+                       'or more.')
+    # On the device once: loaded params are numpy, and every jitted call would copy them again.
+    self.parent_params = jax.device_put(parent_params)
+    self.seed = config.seed
+    self._finetune = None
+    if finetune_config.steps:
+      optimizer = train.make_optimizer(
+          finetune_config, train.make_schedule(finetune_config, finetune_config.steps))
+      self._finetune = finetune.make_finetune(
+          functools.partial(loss, model), optimizer, finetune_config.steps,
+          lambda inputs, rng: finetune_batch(inputs, rng, finetune_config))
+    predict = lambda p, image: osvos.probabilities(model.apply({'params': p}, image[None]))[0]
+    self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
+
+  def start(self, video: VideoInput) -> Any:
+    return jax.tree.map(lambda p: jnp.repeat(p[None], max(video.num_objects, 1), axis=0),
+                        self.parent_params)
+
+  def step(self, state: Any, frame: np.ndarray) -> tuple[Any, np.ndarray]:
+    return state, np.asarray(self._predict(state, jnp.asarray(frame, jnp.float32)))
+
+  def add_objects(self, state: Any, frame: np.ndarray, slots: Sequence[int],
+                  masks: np.ndarray) -> Any:
+    if self._finetune is None:
+      return state
+    image = jnp.asarray(frame, jnp.float32)
+    for slot, mask in zip(slots, masks):
+      rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), slot)
+      params, _ = self._finetune(self.parent_params,
+                                 {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}, rng)
+      state = jax.tree.map(lambda s, p: s.at[slot].set(p), state, params)
+    return state
+
+
+SYSTEM = System(
+    name='osvos', tasks=('semi-supervised',), create=create, initial_params=initial_params,
+    make_loss=make_loss, clip=clip,
+    build_segmenter=lambda config, model, params: FinetuneSegmenter(model, params, config))
