@@ -79,7 +79,7 @@ IDENTITY = Placement(1.0, (0, 0))
 
 
 def ping_pong(num_frames: int, length: int) -> tuple[int, ...]:
-  """Donor frame index for each of `num_frames` composite frames: 0, 1, .., length-1, .., 1, 0, 1.."""
+  """The donor frame index of each composite frame: 0, 1, .., length - 1, .., 1, 0, 1, .."""
   if length == 1:
     return (0,) * num_frames
   period = 2 * (length - 1)
@@ -258,8 +258,7 @@ def _write_video(frames_dir: pathlib.Path, masks_dir: pathlib.Path, background: 
       paste_object(frame, labels, read_frame(donor.video.frame_paths[index]),
                    _read_mask(donor.video, index), obj, placement)
     image = Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
-    image.save(frames_dir / f'{frame_name}.jpg', quality=JPEG_QUALITY,
-               subsampling=0)
+    image.save(frames_dir / f'{frame_name}.jpg', quality=JPEG_QUALITY, subsampling=0)
     write_label_map(masks_dir / f'{frame_name}.png', labels, binary=False)
 
 
