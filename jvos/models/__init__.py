@@ -1,1 +1,1 @@
-"""Flax linen networks: backbones (VGG16, MobileNetV2), DeepLabV3 and the VOS models."""
+"""Flax linen networks: backbones (VGG16, MobileNetV2, ResNet), DeepLabV3 and the VOS models."""

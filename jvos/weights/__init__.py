@@ -2,6 +2,8 @@
 
   .tflite     -> 'mobilenet_v2' or 'deeplabv3' (TF-slim exports; `jvos.weights.tflite`)
   .pth / .pt  -> 'vgg16' (torchvision state_dict; `jvos.weights.vgg16`)
+  .pth / .pt  -> 'resnet50', 'resnet101', 'deeplabv3_resnet50', 'deeplabv3_resnet101'
+                 (torchvision state_dicts, BatchNorm folded; `jvos.weights.resnet`)
   .h5         -> 'vgg16' (Keras notop weights; `jvos.weights.vgg16`)
 
 Each returns a `Pretrained(module, params, style)`: the module configured as the weights need
@@ -9,10 +11,11 @@ Each returns a `Pretrained(module, params, style)`: the module configured as the
 params, and the `jvos.models.preprocessing.normalize` style of the images they were trained on.
 """
 
+import functools
 import pathlib
 
 from jvos.errors import InputError
-from jvos.weights import tflite, vgg16
+from jvos.weights import resnet, tflite, vgg16
 from jvos.weights.mapping import Pretrained
 
 _LOADERS = {
@@ -21,11 +24,20 @@ _LOADERS = {
     ('.pth', 'vgg16'): vgg16.load_torch,
     ('.pt', 'vgg16'): vgg16.load_torch,
     ('.h5', 'vgg16'): vgg16.load_keras,
+    ('.pth', 'resnet50'): functools.partial(resnet.load_resnet, depth=50),
+    ('.pth', 'resnet101'): functools.partial(resnet.load_resnet, depth=101),
+    ('.pth', 'deeplabv3_resnet50'): functools.partial(resnet.load_deeplabv3, depth=50),
+    ('.pth', 'deeplabv3_resnet101'): functools.partial(resnet.load_deeplabv3, depth=101),
+    ('.pt', 'resnet50'): functools.partial(resnet.load_resnet, depth=50),
+    ('.pt', 'resnet101'): functools.partial(resnet.load_resnet, depth=101),
+    ('.pt', 'deeplabv3_resnet50'): functools.partial(resnet.load_deeplabv3, depth=50),
+    ('.pt', 'deeplabv3_resnet101'): functools.partial(resnet.load_deeplabv3, depth=101),
 }
 
 
 def load_pretrained(path: str | pathlib.Path, model: str) -> Pretrained:
-  """Reads the pretrained weights of `model` ('vgg16', 'mobilenet_v2', 'deeplabv3') at `path`."""
+  """Reads the pretrained weights of `model` ('vgg16', 'mobilenet_v2', 'deeplabv3', 'resnet50',
+  'deeplabv3_resnet101'...: see `_LOADERS`) at `path`."""
   path = pathlib.Path(path)
   loader = _LOADERS.get((path.suffix.lower(), model))
   if loader is None:

@@ -10,8 +10,6 @@ are dropped.
 """
 
 import pathlib
-import pickle
-from typing import Mapping
 
 import h5py
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from jvos.errors import InputError
 from jvos.models.vgg import VGG16, conv_names
 from jvos.weights.mapping import ParamPath, Pretrained, fill_params
+from jvos.weights.torch_state import flax_layout, read_torch_state_dict
 
 TORCH_STYLE = 'torch_imagenet'
 KERAS_STYLE = 'caffe_bgr'
@@ -29,24 +28,6 @@ _TORCH_LEAVES = {'kernel': 'weight', 'bias': 'bias'}
 _KERAS_LEAVES = ('kernel', 'bias')  # The order Keras lists a conv's weights in.
 _TORCH_HEAD = ('classifier.',)
 _KERAS_HEAD = ('fc1/', 'fc2/', 'predictions/')
-
-
-def read_torch_state_dict(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """The tensors of a torch state_dict file, as float32 numpy arrays in torch layout."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top  Only needed for .pth files.
-  except ImportError:
-    raise InputError(f'{path} is a PyTorch file and reading it needs torch: '
-                     '`pip install torch` (the CPU build is enough).') from None
-  try:
-    state = torch.load(path, map_location='cpu', weights_only=True)
-  except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
-    raise InputError(f'{path} is not a readable torch state_dict ({e}); save it with '
-                     '`torch.save(model.state_dict(), path)`.') from None
-  if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-    raise InputError(f'{path} holds a {type(state).__name__}, not a state_dict of tensors; save '
-                     'it with `torch.save(model.state_dict(), path)`.')
-  return {name: value.detach().to(torch.float32).numpy() for name, value in state.items()}
 
 
 def read_keras_h5(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -89,9 +70,8 @@ def _keras_source(param_path: ParamPath) -> str:
 
 def load_torch(path: pathlib.Path) -> Pretrained:
   """VGG16 from torchvision's state_dict (e.g. vgg16-397923af.pth); 'torch_imagenet' input."""
-  tensors = {name: value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
-             for name, value in read_torch_state_dict(path).items()}
   module = VGG16()
+  tensors = flax_layout(read_torch_state_dict(path))
   params = fill_params(module, tensors, _torch_source, path, dropped=_TORCH_HEAD,
                        fix='Pass torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict() '
                            'saved with torch.save.')
