@@ -9,6 +9,8 @@ on the command line with --config.<field>=<value>.
 
 import ml_collections
 
+from jvos import postprocess
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -30,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.method = ml_collections.ConfigDict()
   config.method.name = 'flow'
   config.method.preset = 'medium'  # OpenCV DIS preset: ultrafast | fast | medium.
+
+  # Refinement of every method's per-object scores before they are merged: the dense CRF
+  # (postprocess.crf=True); the fields are documented in jvos/postprocess.py (CRFParams).
+  config.postprocess = postprocess.default_config()
 
   config.output = ml_collections.ConfigDict()
   config.output.overlays = False  # Also write <workdir>/overlays/<video>/<frame>.jpg.
