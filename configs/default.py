@@ -9,6 +9,8 @@ on the command line with --config.<field>=<value>.
 
 import ml_collections
 
+from jvos import postprocess
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -37,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Frames taller than this are segmented at this height (masks are still written at the
   # frame's size): full-resolution DAVIS costs what 480p costs. 0: the frame's own size.
   config.segment.max_height = 480
+
+  # Refinement of every method's per-object scores before they are merged: the dense CRF
+  # (postprocess.crf=True); the fields are documented in jvos/postprocess.py (CRFParams).
+  config.postprocess = postprocess.default_config()
 
   config.output = ml_collections.ConfigDict()
   config.output.overlays = False  # Also write <workdir>/overlays/<video>/<frame>.jpg.
