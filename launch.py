@@ -21,6 +21,7 @@ import jax
 from ml_collections import config_flags
 
 from jvos import evaluation
+from jvos import postprocess
 from jvos import segment
 from jvos import systems
 from jvos import train
@@ -58,7 +59,8 @@ def run_segment(config, workdir: pathlib.Path) -> None:
   segmenter = systems.build_segmenter(config)
   segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task,
                           max_height=config.segment.max_height,
-                          overlays_dir=workdir / 'overlays' if config.output.overlays else None)
+                          overlays_dir=workdir / 'overlays' if config.output.overlays else None,
+                          postprocess=postprocess.postprocess(config.get('postprocess')))
   run_evaluate(config, workdir, dataset)
 
 

@@ -180,6 +180,9 @@ def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, tas
       state, small_scores = segmenter.step(state, small)
       scores = np.stack([resize(s, frame.shape[:2], cv2.INTER_LINEAR)
                          for s in np.asarray(small_scores, np.float32)])
+      if object_ids:  # Objects not introduced yet score nothing, before any refinement too.
+        started = np.asarray([starts[slot] < index for slot in range(len(object_ids))])
+        scores = np.where(started[:, None, None], scores, 0.0)
       if postprocess is not None:
         scores = postprocess(frame, scores)
     if task == 'semi-supervised':

@@ -30,7 +30,7 @@ import ml_collections
 from jvos import train
 from jvos.errors import InputError
 
-NAMES = ('flow', 'osvos')
+NAMES = ('flow', 'osvos', 'osmn')
 
 
 @dataclasses.dataclass(frozen=True)
