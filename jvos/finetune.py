@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jvos import train
+from jvos.errors import InputError
+
 
 def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
             max_shift: float) -> tuple[jax.Array, jax.Array]:
@@ -82,3 +85,45 @@ def make_finetune(loss_fn: Callable[[Any, dict, jax.Array], jax.Array],
     return params, losses
 
   return finetune
+
+
+def repeat_objects(tree: Any, num_objects: int) -> Any:
+  """`num_objects` copies of every array of `tree`, stacked on a new leading (object) axis."""
+  return jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), tree)
+
+
+def set_object(stacked: Any, slot: int, tree: Any) -> Any:
+  """`stacked` (see `repeat_objects`) with object `slot` replaced by `tree`."""
+  return jax.tree.map(lambda s, x: s.at[slot].set(x), stacked, tree)
+
+
+class ObjectFinetuner:
+  """Online fine-tuning of one network per object, as segmenters use it (OSVOS always; OSMN
+  and S2S when `finetune.steps` > 0): `tune(params, inputs, slot)` runs the compiled loop on
+  the object's given frame and returns its own parameters; with 0 steps, the given ones.
+
+  Args:
+    loss_fn: the system's training loss, (params, batch, rng) -> scalar.
+    config: the `finetune` section: steps, batch_size, the optimizer's fields (as `train`'s)
+      and, optionally, frozen (param path prefixes left as they are, e.g. S2S's 'lstm').
+    make_batch: (inputs, rng) -> a training batch, built on device from `inputs`.
+    seed: object `slot` fine-tunes with key fold_in(seed, slot).
+    params: a tree like the parameters (for `finetune.frozen`).
+  """
+
+  def __init__(self, loss_fn, config, make_batch, seed: int, params: Any):
+    if config.steps < 0:
+      raise InputError(f'finetune.steps={config.steps} must be 0 (no fine-tuning) or more.')
+    self.seed = seed
+    self._run = None
+    if config.steps:
+      frozen = train.frozen_mask(params, config.get('frozen', ''))
+      optimizer = train.make_optimizer(config, train.make_schedule(config, config.steps), frozen)
+      self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, config.steps,
+                                make_batch)
+
+  def tune(self, params: Any, inputs: Any, slot: int) -> Any:
+    if self._run is None:
+      return params
+    tuned, _ = self._run(params, inputs, jax.random.fold_in(jax.random.PRNGKey(self.seed), slot))
+    return tuned

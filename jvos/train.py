@@ -33,7 +33,7 @@ import functools
 import json
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import flax.serialization
@@ -90,9 +90,36 @@ def make_schedule(train_config: ml_collections.ConfigDict, num_steps: int) -> op
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict,
-                   schedule: optax.Schedule) -> optax.GradientTransformation:
-  """`train.optimizer` with decoupled weight decay, after optional global-norm clipping."""
+def frozen_mask(params: Any, prefixes: str | Sequence[str]) -> Any:
+  """A tree of bools like `params`: True for the params under one of the '/'-joined path
+  `prefixes` (e.g. 'encoder/backbone'), which training then leaves as they are."""
+  if isinstance(prefixes, str):
+    prefixes = [p.strip() for p in prefixes.split(',') if p.strip()]
+  path_of = lambda path: '/'.join(str(getattr(k, 'key', k)) for k in path)
+  paths = [path_of(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  for prefix in prefixes:
+    if not any(path == prefix or path.startswith(prefix + '/') for path in paths):
+      tops = sorted({path.split('/')[0] for path in paths})
+      raise InputError(f'train.frozen names {prefix!r}, which holds no parameter; give '
+                       f'/-joined paths under the top-level names {tops}.')
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(path_of(path) == p or path_of(path).startswith(p + '/')
+                          for p in prefixes), params)
+
+
+def freeze(loss_fn: LossFn, frozen: Any) -> LossFn:
+  """`loss_fn` with no gradient to the frozen params: XLA then drops their backward pass, so
+  a frozen backbone costs a forward only."""
+  def frozen_loss(params, batch, rng):
+    params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+    return loss_fn(params, batch, rng)
+  return frozen_loss
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   frozen: Any = None) -> optax.GradientTransformation:
+  """`train.optimizer` with decoupled weight decay, after optional global-norm clipping; the
+  params `frozen` marks (see `frozen_mask`) are never updated, nor decayed."""
   name, decay = train_config.optimizer, train_config.weight_decay
   if name == 'sgd':
     optimizer = optax.chain(optax.add_decayed_weights(decay),
@@ -103,6 +130,10 @@ def make_optimizer(train_config: ml_collections.ConfigDict,
     raise InputError(f'train.optimizer={name!r}; use one of {OPTIMIZERS}.')
   if train_config.grad_clip > 0:
     optimizer = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optimizer)
+  if frozen is not None and any(jax.tree.leaves(frozen)):
+    labels = jax.tree.map(lambda f: 'frozen' if f else 'trained', frozen)
+    optimizer = optax.multi_transform({'trained': optimizer, 'frozen': optax.set_to_zero()},
+                                      labels)
   return optimizer
 
 
@@ -223,14 +254,18 @@ def export_params(workdir: pathlib.Path, params: Any, model_config: Any) -> None
 
 
 def load_params(path: pathlib.Path) -> dict[str, Any]:
-  """Parameters written by `export_params`, as nested dicts of numpy arrays."""
+  """Parameters written by `export_params`, as nested dicts of float32 numpy arrays (released
+  weights may be stored in bfloat16 to stay small; they compute in float32 all the same)."""
   try:
-    return flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())
+    params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())
   except FileNotFoundError:
     raise InputError(f'Parameter file {path} does not exist; point at the {PARAMS_FILE} of a '
                      'finished training run.') from None
   except ValueError as e:
     raise InputError(f'{path} is not a parameter file written by jvos.train ({e}).') from None
+  return jax.tree.map(lambda x: np.asarray(x, np.float32)
+                      if np.issubdtype(np.asarray(x).dtype, np.floating) or
+                      np.asarray(x).dtype == jnp.bfloat16 else np.asarray(x), params)
 
 
 def plot_loss_curve(metrics_path: pathlib.Path, png_path: pathlib.Path) -> None:
@@ -294,7 +329,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: Los
       store beside the parameters, `model` if present. `train`: batch_size (global),
       num_steps, optimizer ('sgd' | 'adam'), learning_rate, momentum (sgd), schedule
       ('cosine' | 'constant'), warmup_steps, weight_decay, grad_clip (0: none),
-      checkpoint_every, keep_checkpoints, log_every, and the input pipeline's crop_size,
+      checkpoint_every, keep_checkpoints, log_every, frozen (param path prefixes left
+      untrained, e.g. 'encoder/backbone'; optional), and the input pipeline's crop_size,
       scale_range, flip, colour_jitter, data_threads, data_prefetch.
     workdir: where checkpoints and outputs go; a rerun with the same workdir resumes.
     loss_fn: `loss_fn(params, batch, rng) -> scalar` (see the module docstring).
@@ -311,7 +347,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: Los
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   schedule = make_schedule(train_config, train_config.num_steps)
-  optimizer = make_optimizer(train_config, schedule)
+  frozen = frozen_mask(init_params, train_config.get('frozen', ''))
+  loss_fn = freeze(loss_fn, frozen)
+  optimizer = make_optimizer(train_config, schedule, frozen)
   iterator = input_pipeline.train_iterator(
       build_dataset(config.data, workdir), train_config, config.seed,
       local_batch_size(train_config.batch_size), grain.sharding.ShardByJaxProcess(), clip_spec)

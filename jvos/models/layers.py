@@ -1,7 +1,9 @@
-"""Convolutions that XLA:CPU runs fast, with `nn.Conv`'s params (imported weights load as-is).
+"""Layers every network may use: convolutions that XLA:CPU runs fast, with `nn.Conv`'s params
+(imported weights load as-is), and the ConvLSTM cell of the recurrent systems.
 
 `Conv`: `nn.Conv` (2-D, NHWC) with faster gradients. `DepthwiseConv`: a depthwise
-`nn.Conv` written as shifted multiply-adds (see `depthwise_conv`).
+`nn.Conv` written as shifted multiply-adds (see `depthwise_conv`). `ConvLSTMCell`: the
+convolutional LSTM of RVOS's decoder and S2S, its gates one `Conv`.
 
 Why it exists: XLA:CPU (jaxlib 0.10.2) hands convolutions to YNNPACK. The kernel gradient of
 a stride-1 conv is, as JAX emits it, a convolution whose window is the whole image and whose
@@ -234,3 +236,38 @@ class DepthwiseConv(nn.Module):
     bias = self.param('bias', nn.initializers.zeros_init(), (channels,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     return depthwise_conv(x, kernel, self.stride, self.dilation) + bias
+
+
+class ConvLSTMCell(nn.Module):
+  """A convolutional LSTM cell (Shi et al., 2015): the gates are one conv over [x, h].
+
+      i, f, o, g = split(conv([x, h]))
+      c' = sigmoid(f + forget_bias) * c + sigmoid(i) * activation(g)
+      h' = sigmoid(o) * activation(c')
+
+  RVOS's decoder (tanh, as the official code) and S2S's (the paper uses ReLU for the state)
+  both use it. Returns (h', c'), each (B, H, W, features).
+
+  Attributes:
+    features: hidden channels.
+    kernel_size: of the gate conv.
+    activation: of the candidate and the state (jnp.tanh; S2S: nn.relu).
+    forget_bias: added to the forget gate (1.0 keeps the state early in training).
+    dtype: compute dtype.
+  """
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  activation: Any = jnp.tanh
+  forget_bias: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, state: tuple[jax.Array, jax.Array]
+               ) -> tuple[jax.Array, jax.Array]:
+    h, c = state
+    gates = Conv(4 * self.features, self.kernel_size, dtype=self.dtype,
+                 name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    i, f, o, g = jnp.split(gates.astype(jnp.float32), 4, axis=-1)
+    c = jax.nn.sigmoid(f + self.forget_bias) * c + jax.nn.sigmoid(i) * self.activation(g)
+    h = jax.nn.sigmoid(o) * self.activation(c)
+    return h, c

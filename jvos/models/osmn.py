@@ -26,18 +26,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jvos.models import mobilenet_v2
-from jvos.models import vgg
-from jvos.models.mobilenet_v2 import MobileNetV2
+from jvos.models import backbones
 from jvos.models.osvos import OSVOS
 from jvos.models.preprocessing import normalize
-from jvos.models.vgg import VGG16
 
-# The official OSMN modulates VGG-16's conv3_1 .. conv5_3; on MobileNetV2 the blocks at the same
-# strides (4 to 32), at their depthwise outputs.
+# The official OSMN modulates VGG-16's conv3_1 .. conv5_3; on MobileNetV2 and ResNets the blocks at
+# the same strides (4 to 32): MobileNetV2's depthwise outputs, ResNet's block outputs.
 DEFAULT_LAYERS = {
     'vgg16': tuple(f'conv{stage}_{index}' for stage in (3, 4, 5) for index in (1, 2, 3)),
     'mobilenet_v2': tuple(f'block{index}' for index in range(3, 17)),
+    'resnet50': tuple(f'layer{layer}_{index}' for layer, blocks in ((2, 4), (3, 6), (4, 3))
+                      for index in range(blocks)),
+    'resnet101': tuple(f'layer{layer}_{index}' for layer, blocks in ((2, 4), (3, 23), (4, 3))
+                       for index in range(blocks)),
 }
 # A spread below this (pixels of the segmented frame) would make the prior a dot.
 MIN_SIGMA = 5.0
@@ -45,11 +46,7 @@ MIN_SIGMA = 5.0
 MAD_TO_SIGMA = 1.4826
 
 
-def modulation_channels(backbone: str, width_multiplier: float) -> dict[str, int]:
-  """Every layer of `backbone` that a `modulate` hook reaches -> its channels."""
-  if backbone == 'vgg16':
-    return vgg.modulation_channels()
-  return mobilenet_v2.modulation_channels(width_multiplier)
+modulation_channels = backbones.modulation_channels
 
 
 def _weighted_median(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -102,11 +99,7 @@ class VisualModulator(nn.Module):
   @nn.compact
   def __call__(self, guides: jax.Array, train: bool = False) -> jax.Array:
     x = normalize(guides, self.input_style).astype(self.dtype)
-    if self.backbone == 'vgg16':
-      stages = VGG16(dtype=self.dtype, name='backbone')(x)
-    else:
-      stages = MobileNetV2(width_multiplier=self.width_multiplier, dtype=self.dtype,
-                           name='backbone')(x)
+    stages = backbones.create(self.backbone, self.width_multiplier, dtype=self.dtype)(x)
     pooled = jnp.mean(stages[-1].astype(jnp.float32), axis=(1, 2))
     pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
     return nn.Dense(self.num_scales, kernel_init=nn.initializers.zeros_init(),

@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jvos.models import backbones
 from jvos.models.layers import Conv
-from jvos.models.mobilenet_v2 import MobileNetV2
 from jvos.models.preprocessing import normalize
-from jvos.models.vgg import VGG16
 
-BACKBONES = ('vgg16', 'mobilenet_v2')
+BACKBONES = backbones.NAMES
 
 
 def bilinear_subpixel_init(factor: int):
@@ -90,14 +89,12 @@ class OSVOS(nn.Module):
   input_style: str = 'torch_imagenet'  # Set by the pretrained weights the backbone starts from.
   side_channels: int = 16
   width_multiplier: float = 1.0  # MobileNetV2 only, as its pretrained weights have it.
-  output_stride: int = 16  # MobileNetV2 only: dilate the last blocks to keep detail (DeepLab).
+  output_stride: int = 16  # Dilate the last blocks to keep detail (DeepLab); not VGG16.
   dtype: Any = jnp.float32
 
   def backbone_module(self) -> nn.Module:
-    if self.backbone == 'vgg16':
-      return VGG16(dtype=self.dtype, name='backbone')
-    return MobileNetV2(width_multiplier=self.width_multiplier, output_stride=self.output_stride,
-                       dtype=self.dtype, name='backbone')
+    return backbones.create(self.backbone, self.width_multiplier, self.output_stride,
+                            self.dtype)
 
   @nn.compact
   def __call__(self, images: jax.Array,

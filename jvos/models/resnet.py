@@ -21,7 +21,7 @@ Param names mirror torchvision's modules, with `layerL_B` for torchvision's `lay
 first block of a layer, `downsample`.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -36,6 +36,11 @@ LAYER_WIDTHS = (64, 128, 256, 512)  # Width of the 3x3 conv; a block outputs 4x 
 EXPANSION = 4
 STEM_CHANNELS = 64
 OUTPUT_STRIDES = (8, 16, 32)
+
+
+def modulation_channels(depth: int) -> dict[str, int]:
+  """block name -> channels of its output (after the final ReLU), where `modulate` may act."""
+  return {name: width * EXPANSION for name, width, _, _ in block_plan(depth, 32)}
 
 
 def block_plan(depth: int, output_stride: int) -> list[tuple[str, int, int, int]]:
@@ -89,13 +94,18 @@ class ResNet(nn.Module):
     output_stride: 32, or 16 / 8 for dense prediction (DeepLab's atrous rule, see
       `block_plan`); the params do not depend on it.
     dtype: compute dtype (e.g. jnp.bfloat16); params stay float32.
+
+  `modulate(name, x)`, if given, is applied to every block's output (OSMN's scales and shifts;
+  see `modulation_channels`).
   """
   depth: int = 50
   output_stride: int = 32
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+  def __call__(self, x: jax.Array,
+               modulate: Callable[[str, jax.Array], jax.Array] | None = None,
+               ) -> tuple[jax.Array, ...]:
     if self.depth not in DEPTHS:
       raise InputError(f'ResNet depth={self.depth}; use one of {tuple(DEPTHS)}.')
     if self.output_stride not in OUTPUT_STRIDES:
@@ -109,6 +119,8 @@ class ResNet(nn.Module):
     plan = block_plan(self.depth, self.output_stride)
     for index, (name, width, stride, dilation) in enumerate(plan):
       x = Bottleneck(width, stride, dilation, self.dtype, name=name)(x)
+      if modulate is not None:
+        x = modulate(name, x)
       if index + 1 == len(plan) or plan[index + 1][0].endswith('_0'):
         stages.append(x)
     return tuple(stages)

@@ -30,7 +30,7 @@ import ml_collections
 from jvos import train
 from jvos.errors import InputError
 
-NAMES = ('flow', 'osvos', 'osmn')
+NAMES = ('flow', 'osvos', 'osmn', 'rvos', 's2s', 'cosnet', 'deeplab')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +68,10 @@ def get(name: str) -> System:
   return importlib.import_module(f'jvos.systems.{name}').SYSTEM
 
 
-def load_weights(path: str | pathlib.Path, system: System) -> tuple[nn.Module, Any]:
-  """The model and parameters of released or trained weights, checked to be `system`'s.
+def load_weights(path: str | pathlib.Path,
+                 system: System) -> tuple[nn.Module, Any, ml_collections.ConfigDict]:
+  """The model, parameters and model config of released or trained weights, checked to be
+  `system`'s.
 
   The architecture comes from the model_config.json beside the params, never from the config
   that asks for them.
@@ -85,7 +87,7 @@ def load_weights(path: str | pathlib.Path, system: System) -> tuple[nn.Module, A
         f'{path} holds weights of {model_config.get("name")!r} (its model_config.json says so), '
         f'but the config runs model.name={system.name!r}; pass --config.weights=<the '
         f'params.msgpack of a {system.name} run>, or use that system\'s config.')
-  return system.create(model_config), train.load_params(path)
+  return system.create(model_config), train.load_params(path), model_config
 
 
 def build_segmenter(config: ml_collections.ConfigDict) -> Any:
@@ -94,12 +96,15 @@ def build_segmenter(config: ml_collections.ConfigDict) -> Any:
   if config.task not in system.tasks:
     raise InputError(
         f'model.name={system.name!r} segments only {system.tasks} but task={config.task!r}; '
-        'pick a system made for that task (one-shot: osvos, osmn; zero-shot systems take no '
-        'first mask) or set --config.task.')
+        'pick a system made for that task (one-shot: osvos, osmn, rvos, s2s, flow; zero-shot: '
+        'cosnet, rvos, deeplab) or set --config.task.')
   if not system.trainable:
     return system.build_segmenter(config, None, None)
   if not config.get('weights'):
     raise InputError(f'weights is empty: model.name={system.name!r} needs trained parameters; '
                      'pass --config.weights=<params.msgpack of a --mode train run>.')
-  model, params = load_weights(config.weights, system)
+  model, params, model_config = load_weights(config.weights, system)
+  # Segmenting follows the architecture the weights were trained as, not the config's.
+  config = config.copy_and_resolve_references()
+  config.model = model_config
   return system.build_segmenter(config, model, params)

@@ -30,7 +30,7 @@ import numpy as np
 
 from jvos import finetune
 from jvos import systems
-from jvos import train
+from jvos import weights
 from jvos.data.video import VOID
 from jvos.errors import InputError
 from jvos.input_pipeline import Clip, ClipSpec
@@ -97,7 +97,7 @@ def initial_params(model: osmn.OSMN, model_config: ml_collections.ConfigDict,
                                *_dummy_inputs(model_config.guide_size))['params']
   params = jax.tree.map(np.asarray, params)
   if model_config.segmentation_weights:
-    parent, parent_params = systems.load_weights(model_config.segmentation_weights,
+    parent, parent_params, _ = systems.load_weights(model_config.segmentation_weights,
                                                  systems.get('osvos'))
     shapes = lambda tree: jax.tree.map(np.shape, tree)
     if shapes(parent_params) != shapes(params['segmentation']):
@@ -107,12 +107,12 @@ def initial_params(model: osmn.OSMN, model_config: ml_collections.ConfigDict,
           f'{model_config.backbone!r}, model.width_multiplier={model_config.width_multiplier}.')
     params['segmentation'] = parent_params
   elif model_config.pretrained:
-    params['segmentation']['backbone'] = osvos_system.pretrained_backbone(
+    params['segmentation']['backbone'] = weights.pretrained_params(
         model_config.pretrained, model_config.backbone, model_config.input_style,
         params['segmentation']['backbone'])
   if model_config.guide_pretrained:
     guide = params['visual_modulator']
-    guide['backbone'] = osvos_system.pretrained_backbone(
+    guide['backbone'] = weights.pretrained_params(
         model_config.guide_pretrained, model_config.guide_backbone,
         model_config.guide_input_style, guide['backbone'])
   return params
@@ -213,29 +213,21 @@ class ModulatedSegmenter:
   """
 
   def __init__(self, model: osmn.OSMN, params: Any, config: ml_collections.ConfigDict):
-    if config.finetune.steps < 0:
-      raise InputError(f'finetune.steps={config.finetune.steps} must be 0 (no fine-tuning) or '
-                       'more.')
     self.model, self.params = model, jax.device_put(params)
     self.guide_size = config.model.guide_size
-    self.seed = config.seed
+    self._finetuner = finetune.ObjectFinetuner(
+        make_loss(config, model), config.finetune,
+        functools.partial(finetune_batch, config=config.finetune), config.seed, self.params)
     self._scales = jax.jit(lambda p, guide: model.apply(
         {'params': p}, guide[None], method=osmn.OSMN.scales)[0])
     self._step = jax.jit(functools.partial(_step, model))
-    self._finetune = None
-    if config.finetune.steps:
-      optimizer = train.make_optimizer(
-          config.finetune, train.make_schedule(config.finetune, config.finetune.steps))
-      self._finetune = finetune.make_finetune(
-          make_loss(config, model), optimizer, config.finetune.steps,
-          functools.partial(finetune_batch, config=config.finetune))
 
   def start(self, video: VideoInput) -> dict[str, Any]:
     objects = max(video.num_objects, 1)
     segmentation = self.model.segmentation
     channels = osmn.modulation_channels(segmentation.backbone, segmentation.width_multiplier)
     total = sum(channels[name] for name in self.model.modulated_layers)
-    return {'params': jax.tree.map(lambda p: jnp.repeat(p[None], objects, 0), self.params),
+    return {'params': finetune.repeat_objects(self.params, objects),
             'scales': jnp.ones((objects, total)), 'priors': jnp.zeros((objects, 4))}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
@@ -248,13 +240,10 @@ class ModulatedSegmenter:
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
       guide = jnp.asarray(visual_guide(frame, mask, self.guide_size), jnp.float32)
-      params = self.params
-      if self._finetune is not None:
-        inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32), 'guide': guide}
-        params, _ = self._finetune(params, inputs,
-                                   jax.random.fold_in(jax.random.PRNGKey(self.seed), slot))
+      inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32), 'guide': guide}
+      params = self._finetuner.tune(self.params, inputs, slot)
       state = {
-          'params': jax.tree.map(lambda s, p: s.at[slot].set(p), state['params'], params),
+          'params': finetune.set_object(state['params'], slot, params),
           'scales': state['scales'].at[slot].set(self._scales(params, guide)),
           'priors': state['priors'].at[slot].set(osmn.prior_from_mask(jnp.asarray(mask))),
       }

@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 
 from jvos import finetune
-from jvos import train
 from jvos import weights
 from jvos.data.video import VOID
 from jvos.errors import InputError
@@ -38,22 +37,6 @@ def create(model_config: ml_collections.ConfigDict) -> osvos.OSVOS:
                      dtype=jnp.dtype(model_config.dtype))
 
 
-def pretrained_backbone(path: str, backbone: str, input_style: str, expected: Any) -> Any:
-  """Backbone params read from `path`, checked to fit `expected` (params of the same shapes)
-  and the input style the model normalises its images with."""
-  pretrained = weights.load_pretrained(path, backbone)
-  if pretrained.style != input_style:
-    raise InputError(f'{path} expects input style {pretrained.style!r} but the model is '
-                     f'configured for {input_style!r}; set --config.model.input_style='
-                     f'{pretrained.style}.')
-  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
-  if shapes(pretrained.params) != shapes(expected):
-    raise InputError(f'{path} does not fit the {backbone} backbone configured (check '
-                     'model.width_multiplier: the DeepLabV3 .tflite trunk has width 0.5, the '
-                     'ImageNet one 1.0).')
-  return pretrained.params
-
-
 def initial_params(model: osvos.OSVOS, model_config: ml_collections.ConfigDict,
                    seed: int) -> Any:
   """Random side outputs on a backbone read from `model.pretrained` (if set): a parent's start.
@@ -64,7 +47,7 @@ def initial_params(model: osvos.OSVOS, model_config: ml_collections.ConfigDict,
   params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3)))['params']
   if not model_config.pretrained:
     return params
-  return {**params, 'backbone': pretrained_backbone(
+  return {**params, 'backbone': weights.pretrained_params(
       model_config.pretrained, model.backbone, model.input_style, params['backbone'])}
 
 
@@ -108,40 +91,28 @@ class FinetuneSegmenter:
 
   def __init__(self, model: osvos.OSVOS, parent_params: Any,
                config: ml_collections.ConfigDict):
-    finetune_config = config.finetune
-    if finetune_config.steps < 0:
-      raise InputError(f'finetune.steps={finetune_config.steps} must be 0 (the parent alone) '
-                       'or more.')
     # On the device once: loaded params are numpy, and every jitted call would copy them again.
     self.parent_params = jax.device_put(parent_params)
-    self.seed = config.seed
-    self._finetune = None
-    if finetune_config.steps:
-      optimizer = train.make_optimizer(
-          finetune_config, train.make_schedule(finetune_config, finetune_config.steps))
-      self._finetune = finetune.make_finetune(
-          functools.partial(loss, model), optimizer, finetune_config.steps,
-          lambda inputs, rng: finetune_batch(inputs, rng, finetune_config))
+    self._finetuner = finetune.ObjectFinetuner(
+        functools.partial(loss, model), config.finetune,
+        functools.partial(finetune_batch, config=config.finetune), config.seed,
+        self.parent_params)
     predict = lambda p, image: osvos.probabilities(model.apply({'params': p}, image[None]))[0]
     self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
 
   def start(self, video: VideoInput) -> Any:
-    return jax.tree.map(lambda p: jnp.repeat(p[None], max(video.num_objects, 1), axis=0),
-                        self.parent_params)
+    return finetune.repeat_objects(self.parent_params, max(video.num_objects, 1))
 
   def step(self, state: Any, frame: np.ndarray) -> tuple[Any, np.ndarray]:
     return state, np.asarray(self._predict(state, jnp.asarray(frame, jnp.float32)))
 
   def add_objects(self, state: Any, frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> Any:
-    if self._finetune is None:
-      return state
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
-      rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), slot)
-      params, _ = self._finetune(self.parent_params,
-                                 {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}, rng)
-      state = jax.tree.map(lambda s, p: s.at[slot].set(p), state, params)
+      inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
+      state = finetune.set_object(state, slot,
+                                  self._finetuner.tune(self.parent_params, inputs, slot))
     return state
 
 

@@ -13,6 +13,10 @@ params, and the `jvos.models.preprocessing.normalize` style of the images they w
 
 import functools
 import pathlib
+from typing import Any
+
+import jax
+import numpy as np
 
 from jvos.errors import InputError
 from jvos.weights import resnet, tflite, vgg16
@@ -47,3 +51,25 @@ def load_pretrained(path: str | pathlib.Path, model: str) -> Pretrained:
     raise InputError(f'Pretrained weights {path} do not exist; check the path given as '
                      'model.pretrained (jvos downloads nothing).')
   return loader(path)
+
+
+def pretrained_params(path: str | pathlib.Path, model: str, input_style: str,
+                      expected: Any) -> Any:
+  """The params of `model` in `path`, for a network part whose params look like `expected`.
+
+  Checks the input style the network normalises its images with, leaves out what the part
+  does not use (a classifier the file holds) and fails, naming the file, if the rest does not
+  have `expected`'s shapes (e.g. a MobileNetV2 of another width).
+  """
+  pretrained = load_pretrained(path, model)
+  if pretrained.style != input_style:
+    raise InputError(f'{path} expects input style {pretrained.style!r} but the model is '
+                     f'configured for {input_style!r}; set --config.model.input_style='
+                     f'{pretrained.style}.')
+  params = {key: value for key, value in pretrained.params.items() if key in expected}
+  shapes = lambda tree: jax.tree.map(np.shape, tree)
+  if shapes(params) != shapes(expected):
+    raise InputError(f'{path} does not fit the {model} configured (check '
+                     'model.width_multiplier: the DeepLabV3 .tflite trunk has width 0.5, the '
+                     'ImageNet one 1.0).')
+  return params

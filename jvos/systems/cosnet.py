@@ -1,0 +1,133 @@
+"""COSNet (Lu et al., CVPR 2019): zero-shot primary-object segmentation by co-attention.
+
+  training   pairs of annotated frames of one video ('pair' sampler), every object as the
+             foreground; OSVOS's class-balanced BCE on both frames' outputs. The paper also
+             interleaves saliency images (an image paired with itself); no saliency data set is
+             on these machines, so training sees DAVIS video pairs only.
+  segmenting N reference frames spread evenly over the video (`segment.references`, default 5;
+             fewer if the video is shorter; a one-frame video attends to itself) are encoded
+             once when the video starts; each frame is then one encoder pass and N
+             co-attention heads, whose probabilities are averaged (as the official code). A
+             video costs about (frames + N) encoder passes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jvos import weights
+from jvos.data.video import VOID
+from jvos.errors import InputError
+from jvos.input_pipeline import ClipSpec
+from jvos.models import cosnet
+from jvos.models import osvos
+from jvos.models.deeplabv3 import DeepLabV3
+from jvos.segment import VideoInput
+from jvos.systems import System
+
+DEEPLAB_BACKBONES = {'mobilenet_v2': 'deeplabv3', 'resnet50': 'deeplabv3_resnet50',
+                     'resnet101': 'deeplabv3_resnet101'}
+
+
+def create(model_config: ml_collections.ConfigDict) -> cosnet.COSNet:
+  if model_config.backbone not in DEEPLAB_BACKBONES:
+    raise InputError(f'model.backbone={model_config.backbone!r}; COSNet stands on DeepLabV3 '
+                     f'with one of {tuple(DEEPLAB_BACKBONES)}.')
+  deeplab = DeepLabV3(backbone=model_config.backbone,
+                      width_multiplier=model_config.width_multiplier,
+                      output_stride=model_config.output_stride,
+                      aspp_rates=tuple(model_config.aspp_rates),
+                      dtype=jnp.dtype(model_config.dtype), name='deeplab')
+  return cosnet.COSNet(deeplab=deeplab, input_style=model_config.input_style)
+
+
+def initial_params(model: cosnet.COSNet, model_config: ml_collections.ConfigDict,
+                   seed: int) -> Any:
+  """A random co-attention head on the DeepLabV3 read from `model.pretrained` (if set)."""
+  images = jnp.zeros((1, 64, 64, 3))
+  params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.PRNGKey(seed), images,
+                                                        images)['params'])
+  if model_config.pretrained:
+    params['deeplab'] = weights.pretrained_params(
+        model_config.pretrained, DEEPLAB_BACKBONES[model_config.backbone],
+        model_config.input_style, params['deeplab'])
+  return params
+
+
+def clip(config: ml_collections.ConfigDict) -> ClipSpec:
+  del config
+  return ClipSpec('pair', max_objects=VOID - 1)  # Every object is foreground.
+
+
+def loss(model: cosnet.COSNet, params: Any, batch: dict[str, jax.Array],
+         rng: jax.Array) -> jax.Array:
+  """Class-balanced BCE of both frames of each pair, every object as foreground."""
+  del rng
+  images = batch['image'].astype(jnp.float32)
+  logits = model.apply({'params': params}, images[:, 0], images[:, 1])
+  total = 0.0
+  for t, frame_logits in enumerate(logits):
+    labels = batch['labels'][:, t]
+    total += osvos.class_balanced_bce(frame_logits, (labels > 0) & (labels != VOID),
+                                      labels != VOID)
+  return total / 2
+
+
+def make_loss(config: ml_collections.ConfigDict, model: cosnet.COSNet):
+  del config
+  return functools.partial(loss, model)
+
+
+def reference_indices(num_frames: int, count: int) -> list[int]:
+  """`count` frames spread evenly from the first to the last (all of them if fewer)."""
+  count = min(count, num_frames)
+  return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, count)})
+
+
+class CoAttentionSegmenter:
+  """Segmenter: each frame against the video's reference frames, their outputs averaged.
+
+  State (on the device): the references' features (N, h, w, C).
+  """
+
+  def __init__(self, model: cosnet.COSNet, params: Any, references: int):
+    if references < 1:
+      raise InputError(f'segment.references={references}: COSNet compares each frame with at '
+                       'least one reference frame; use e.g. 5.')
+    self.params, self.references = jax.device_put(params), references
+    self._features = jax.jit(lambda p, frames: model.apply({'params': p}, frames,
+                                                           method=cosnet.COSNet.features))
+
+    def probabilities(p, frame, references):
+      features = model.apply({'params': p}, frame[None], method=cosnet.COSNet.features)
+      logits = jax.vmap(lambda reference: model.apply(
+          {'params': p}, features, reference[None], frame.shape[:2],
+          method=cosnet.COSNet.attend)[0])(references)
+      return jnp.mean(jax.nn.sigmoid(logits), axis=0)[None]
+    self._probabilities = jax.jit(probabilities)
+
+  def start(self, video: VideoInput) -> jax.Array:
+    indices = reference_indices(len(video), self.references)
+    return jnp.concatenate([self._features(self.params, jnp.asarray(video.frame(i)[None],
+                                                                    jnp.float32))
+                            for i in indices])
+
+  def step(self, state: jax.Array, frame: np.ndarray) -> tuple[jax.Array, np.ndarray]:
+    return state, np.asarray(self._probabilities(self.params, jnp.asarray(frame, jnp.float32),
+                                                 state))
+
+  def add_objects(self, state, frame, slots, masks):
+    raise AssertionError('COSNet is zero-shot: the runner gives it no masks.')
+
+
+SYSTEM = System(
+    name='cosnet', tasks=('unsupervised',), create=create, initial_params=initial_params,
+    make_loss=make_loss, clip=clip,
+    build_segmenter=lambda config, model, params: CoAttentionSegmenter(
+        model, params, config.segment.references))
