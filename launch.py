@@ -90,8 +90,13 @@ def run_train(config, workdir: pathlib.Path) -> None:
                      'learned system, such as configs/osvos_davis16.py.')
   config = config.copy_and_resolve_references()
   config.data.split, config.data.sequences = config.train.split, config.train.sequences
-  model = system.create(config.model)
-  init_params = system.initial_params(model, config.model, config.seed)
+  if config.train.get('init_weights'):
+    # Continue from a trained run of the same system (e.g. a curriculum's second stage), as
+    # the architecture it was trained as.
+    model, init_params, config.model = systems.load_weights(config.train.init_weights, system)
+  else:
+    model = system.create(config.model)
+    init_params = system.initial_params(model, config.model, config.seed)
   train.train(config, workdir, system.make_loss(config, model), init_params,
               system.clip(config))
   logging.info('Trained parameters: %s', workdir / train.PARAMS_FILE)
