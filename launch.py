@@ -25,6 +25,7 @@ from jvos import postprocess
 from jvos import segment
 from jvos import systems
 from jvos import train
+from jvos.evaluation import results as evaluation_results
 from jvos.data import build_dataset
 from jvos.errors import InputError
 
@@ -49,18 +50,36 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'Start jax.distributed from the cluster environment.')
 
 
+def segment_record(config) -> dict:
+  """What decides the masks of a run: the config less what only scoring or display reads,
+  and less the sequence list (a rerun may add sequences)."""
+  record = config.to_dict()
+  for key in ('mode', 'evaluation', 'output'):
+    record.pop(key, None)
+  record['data'].pop('sequences', None)
+  return record
+
+
 def run_segment(config, workdir: pathlib.Path) -> None:
   """Runs the config's system over the dataset, writes masks, then scores them if it can.
 
+  A rerun in the same workdir skips the videos already finished with the same config.
   `--mode finetune` is the same run for systems that fine-tune on the first frame (OSVOS):
   `finetune.steps` says how many steps, 0 for the parent network alone.
   """
   dataset = build_dataset(config.data, workdir)
+  refine = postprocess.postprocess(config.get('postprocess'))
   segmenter = systems.build_segmenter(config)
-  segment.segment_dataset(segmenter, dataset, workdir / 'masks', task=config.task,
-                          max_height=config.segment.max_height,
-                          overlays_dir=workdir / 'overlays' if config.output.overlays else None,
-                          postprocess=postprocess.postprocess(config.get('postprocess')))
+  masks_dir = workdir / 'masks'
+  finished = segment.completed_videos(masks_dir, segment_record(config))
+  timing = segment.segment_dataset(
+      segmenter, dataset, masks_dir, task=config.task, max_height=config.segment.max_height,
+      overlays_dir=workdir / 'overlays' if config.output.overlays else None,
+      postprocess=refine, skip=finished)
+  timing_path = workdir / 'timing.json'
+  if timing_path.is_file():  # The videos an earlier run segmented keep their times.
+    timing = {**json.loads(timing_path.read_text()), **timing}
+  evaluation_results.write_json(timing_path, timing)
   run_evaluate(config, workdir, dataset)
 
 

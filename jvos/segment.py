@@ -23,7 +23,9 @@ carries no mask at all, so no system can see the annotations the evaluator keeps
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
+import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import cv2
@@ -35,6 +37,7 @@ from absl import logging
 from jvos.data.video import (Video, VideoDataset, image_size, palette, read_frame,
                              write_label_map)
 from jvos.errors import InputError
+from jvos.evaluation.results import write_text
 
 TASKS = ('semi-supervised', 'unsupervised')
 State = Any
@@ -201,18 +204,68 @@ def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, tas
       progress.update()
 
 
+RECORD_FILE = 'segment_config.json'
+COMPLETED_FILE = 'completed.txt'
+
+
+def _differences(old: Any, new: Any, prefix: str = '') -> list[str]:
+  """Paths whose values differ between two nested dicts, as 'a.b: old -> new'."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [d for key in sorted(old.keys() | new.keys())
+            for d in _differences(old.get(key), new.get(key), f'{prefix}{key}.')]
+  return [] if old == new else [f'{prefix[:-1]}: {old!r} -> {new!r}']
+
+
+def completed_videos(masks_dir: pathlib.Path, record: dict) -> set[str]:
+  """The videos a previous run of the same segmenting config finished in `masks_dir`.
+
+  `record` is what decides the masks (the config less what only scoring or display reads).
+  Masks written under another record are never mixed with new ones: that fails, listing the
+  differences, and keeps them.
+  """
+  record_path = masks_dir / RECORD_FILE
+  if record_path.is_file():
+    previous = json.loads(record_path.read_text())
+    differences = _differences(previous, record)
+    if differences:
+      listed = '; '.join(differences[:5]) + (' ...' if len(differences) > 5 else '')
+      raise InputError(
+          f'{masks_dir} holds masks of another config ({listed}). Use a new --workdir, or '
+          f'delete {masks_dir} to segment again with this one.')
+  else:
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + '\n')
+  completed = masks_dir / COMPLETED_FILE
+  return set(completed.read_text().split()) if completed.is_file() else set()
+
+
 def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: pathlib.Path,
                     task: str = 'semi-supervised', max_height: int = 0,
-                    overlays_dir: pathlib.Path | None = None, postprocess=None) -> None:
+                    overlays_dir: pathlib.Path | None = None, postprocess=None,
+                    skip: set[str] = frozenset()) -> dict[str, dict[str, float]]:
   """Segments every video into masks_dir/<video>/ (and overlays_dir/<video>/, if given).
 
-  Each mask is written as soon as it is computed (atomically), so a failure in one video keeps
-  every mask already written.
+  Each mask is written as soon as it is computed (atomically), and a video is listed in
+  masks_dir/completed.txt once all its masks are, so a failure or a kill keeps every mask
+  already written and a rerun redoes only the unfinished video (`skip`: the finished ones).
+
+  Returns:
+    video name -> {'frames', 'seconds'}: the time each video segmented in took.
   """
-  with tqdm.tqdm(total=sum(len(video) for video in dataset), desc='segment',
+  videos = [video for video in dataset if video.name not in skip]
+  if len(videos) < len(dataset):
+    logging.info('Skipping %d videos finished by an earlier run: %s',
+                 len(dataset) - len(videos), sorted(skip & {v.name for v in dataset}))
+  timing = {}
+  with tqdm.tqdm(total=sum(len(video) for video in videos), desc='segment',
                  unit='frame') as progress:
-    for video in dataset:
+    for video in videos:
       logging.info('Segmenting %s (%d frames)', video.name, len(video))
       progress.set_postfix_str(video.name)
+      start = time.perf_counter()
       segment_video(segmenter, video, masks_dir / video.name, task, max_height,
                     overlays_dir / video.name if overlays_dir else None, postprocess, progress)
+      timing[video.name] = {'frames': len(video), 'seconds': time.perf_counter() - start}
+      with (masks_dir / COMPLETED_FILE).open('a') as f:
+        f.write(video.name + '\n')
+  return timing

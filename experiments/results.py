@@ -1,0 +1,178 @@
+r"""The one results table: every system on every evaluation set that exists here.
+
+    python experiments/results.py --davis ../shared/data/davis2016 --composites runs/composites
+    python experiments/results.py --davis ... --composites ... --rows osmn,osmn-composites
+    python experiments/results.py --table_only      # rewrite results.md/.csv from the rows kept
+
+Each row is one `launch.py` run (its config file and overrides are the row's definition
+below) into runs/results/<row>/; its metrics.json and timing.json are kept as
+experiments/results/<row>.json, with the command and the machine, and results.md and
+results.csv are regenerated from all kept rows, so a sub-set of rows can be rerun alone.
+
+Evaluation sets:
+  davis16     the 10 DAVIS-2016 val sequences shipped in ../shared (one-shot);
+  composites  their multi-object composites (`python -m jvos.data.composites --split val`,
+              seed 0: each val sequence as a background with 1-2 objects of the others);
+  zeroshot    the 10 DAVIS-2016 val sequences, no mask given, DAVIS-2016's unsupervised
+              protocol on every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+
+from jvos.data import composites
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'experiments' / 'results'
+VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goat',
+       'horsejump-high', 'motocross-jump', 'paragliding-launch', 'soapbox')
+SETS = {'davis16': 'DAVIS-2016 val (10)', 'composites': 'composites of val (10)',
+        'zeroshot': 'DAVIS-2016 val (10), zero-shot'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  name: str
+  system: str
+  evaluation_set: str
+  config: str
+  overrides: tuple[str, ...] = ()
+
+
+def _rows() -> list[Row]:
+  rows = []
+
+  def both(name, system, config, *overrides):
+    rows.append(Row(name, system, 'davis16', config, overrides))
+    rows.append(Row(f'{name}-composites', system, 'composites', config, overrides))
+
+  both('flow', 'flow (DIS propagation)', 'configs/flow_davis16.py')
+  rows.append(Row('osvos-parent', 'OSVOS, parent only', 'davis16', 'configs/osvos_davis16.py',
+                  ('--config.finetune.steps=0',)))
+  both('osvos', 'OSVOS (200 fine-tune steps)', 'configs/osvos_davis16.py')
+  both('osmn', 'OSMN', 'configs/osmn_davis16.py')
+  rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps', 'davis16', 'configs/osmn_davis16.py',
+                  ('--config.finetune.steps=50',)))
+  both('rvos', 'RVOS one-shot', 'configs/rvos_davis17.py')
+  both('s2s', 'S2S', 'configs/s2s_davis16.py')
+  rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
+                  ('--config.finetune.steps=100',)))
+  rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
+                  ('--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite',)))
+  for references in (1, 3, 5):
+    rows.append(Row(f'cosnet-{references}', f'COSNet, {references} references', 'zeroshot',
+                    'configs/cosnet_davis16.py', (f'--config.segment.references={references}',)))
+  rows.append(Row('cosnet-5-crf', 'COSNet, 5 references + dense CRF', 'zeroshot',
+                  'configs/cosnet_davis16.py', ('--config.postprocess.crf=True',)))
+  rows.append(Row('rvos-zeroshot', 'RVOS zero-shot', 'zeroshot', 'configs/rvos_zeroshot_davis16.py'))
+  return rows
+
+
+ROWS = {row.name: row for row in _rows()}
+
+
+def data_flags(row: Row, davis: pathlib.Path, composites_root: pathlib.Path) -> list[str]:
+  if row.evaluation_set == 'composites':
+    return [f'--config.data.root={composites_root}', '--config.data.split=val',
+            '--config.data.mask_format=palette']
+  return [f'--config.data.root={davis}', f'--config.data.sequences={",".join(VAL)}',
+          '--config.data.mask_format=binary']
+
+
+def machine() -> str:
+  cpu = next((line.split(':', 1)[1].strip() for line in
+              pathlib.Path('/proc/cpuinfo').read_text().splitlines()
+              if line.startswith('model name')), platform.processor())
+  return f'{os.cpu_count()} cores, {cpu}'
+
+
+def run(row: Row, davis: pathlib.Path, composites_root: pathlib.Path,
+        weights: pathlib.Path) -> dict:
+  workdir = REPO / 'runs' / 'results' / row.name
+  command = [sys.executable, 'launch.py', '--config', row.config, '--mode', 'segment',
+             *data_flags(row, davis, composites_root),
+             *(o.format(weights=weights) for o in row.overrides), f'--workdir={workdir}']
+  subprocess.run(['rm', '-rf', str(workdir)], check=True)
+  print('$', shlex.join(command), flush=True)
+  started = datetime.datetime.now()
+  subprocess.run(command, cwd=REPO, check=True)
+  wall = (datetime.datetime.now() - started).total_seconds()
+  metrics = json.loads((workdir / 'metrics.json').read_text())
+  timing = json.loads((workdir / 'timing.json').read_text())
+  frames = sum(t['frames'] for t in timing.values())
+  seconds = sum(t['seconds'] for t in timing.values())
+  record = {
+      'row': dataclasses.asdict(row), 'command': shlex.join(command[1:]),
+      'date': started.isoformat(timespec='minutes'), 'machine': machine(),
+      'JF': metrics['JF_mean'], 'J': metrics['J_mean'], 'F': metrics['F_mean'],
+      'seconds_per_sequence': seconds / len(timing), 'frames_per_second': frames / seconds,
+      'wall_seconds': wall,
+      'sequences': {name: s['JF_mean'] for name, s in metrics['sequences'].items()},
+  }
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  (RESULTS / f'{row.name}.json').write_text(json.dumps(record, indent=2) + '\n')
+  return record
+
+
+def write_tables() -> None:
+  """results.md and results.csv from every kept row, in the order ROWS lists them."""
+  records = [json.loads((RESULTS / f'{name}.json').read_text()) for name in ROWS
+             if (RESULTS / f'{name}.json').is_file()]
+  header = ('row', 'system', 'set', 'J&F', 'J', 'F', 's/sequence', 'frames/s')
+  lines = [','.join(header)]
+  table = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+  for r in records:
+    row = r['row']
+    cells = (row['name'], row['system'], SETS[row['evaluation_set']], f'{r["JF"]:.3f}',
+             f'{r["J"]:.3f}', f'{r["F"]:.3f}', f'{r["seconds_per_sequence"]:.1f}',
+             f'{r["frames_per_second"]:.2f}')
+    lines.append(','.join(f'"{c}"' if ',' in c else c for c in cells))
+    table.append('| ' + ' | '.join(cells) + ' |')
+  commands = [f'- `{r["row"]["name"]}` ({r["date"]}, {r["machine"]}): `python {r["command"]}`'
+              for r in records]
+  (REPO / 'experiments' / 'results.csv').write_text('\n'.join(lines) + '\n')
+  (REPO / 'experiments' / 'results.md').write_text(
+      '# Results: every system on every evaluation set\n\n'
+      'Regenerated by `python experiments/results.py` (see its docstring); one row per\n'
+      '`launch.py` run, its command below. J&F, J and F are fractions (DAVIS protocols:\n'
+      'semi-supervised for DAVIS-2016 val and the composites, unsupervised for zero-shot).\n'
+      's/sequence is the time a sequence takes to segment (fine-tuning included, start-up and\n'
+      'scoring not), frames/s the frames over that time.\n\n' + '\n'.join(table) +
+      '\n\n## Commands\n\n' + '\n'.join(commands) + '\n')
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--davis', type=pathlib.Path, help='DAVIS-2016 root (480p)')
+  parser.add_argument('--composites', type=pathlib.Path, default=REPO / 'runs' / 'composites',
+                      help='where the val composites are (generated there if missing)')
+  parser.add_argument('--weights', type=pathlib.Path, default=REPO.parent / 'shared' / 'weights',
+                      help='folder of the TFLite files (the deeplab row reads one)')
+  parser.add_argument('--rows', default='', help='comma-separated row names; default: all')
+  parser.add_argument('--table_only', action='store_true')
+  args = parser.parse_args()
+  if not args.table_only:
+    names = [n for n in args.rows.split(',') if n] or list(ROWS)
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown or not args.davis:
+      parser.error(f'unknown rows {unknown}; rows: {list(ROWS)}' if unknown else '--davis is needed')
+    if any(ROWS[n].evaluation_set == 'composites' for n in names):
+      composites.ensure_composites(args.davis, args.composites, split='val')
+    for name in names:
+      run(ROWS[name], args.davis.resolve(), args.composites.resolve(), args.weights.resolve())
+  write_tables()
+
+
+if __name__ == '__main__':
+  main()
