@@ -175,7 +175,8 @@ def init_state(optimizer: optax.GradientTransformation, seed: int,
 def to_host(replicated_tree: Any) -> Any:
   """numpy copies of replicated arrays. Unlike `jax.device_get`, this works with several
   processes, where no process can address every device: each holds a full copy anyway."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), replicated_tree)
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array)
+                                          else x), replicated_tree)
 
 
 def _all_finite(tree: Any) -> jax.Array:
