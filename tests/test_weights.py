@@ -118,13 +118,33 @@ def test_deeplabv3_matches_tflite_interpreter(weights_dir, deeplab, deeplab_inpu
     np.testing.assert_allclose(logits, expected, atol=5e-4)
 
 
-def test_deeplabv3_bfloat16_keeps_the_segmentation(deeplab, deeplab_inputs, deeplab_logits):
+def test_deeplabv3_bfloat16_keeps_the_segmentation(davis_samples, deeplab, deeplab_inputs,
+                                                   deeplab_logits):
+  """bf16 segments each sequence's object as float32 does, judged on that object's class.
+
+  Pixel agreement would be dominated by padding and background: a bf16 model that shrank every
+  object (background logit +2) still agrees on 95% of the pixels, but its dog is 0.61 IoU of
+  the float32 one. Seen here: class IoU bf16 vs float32 0.77 (camel, whose 'horse' bf16 draws
+  larger) to 0.99 per frame, 0.81 to 0.97 per sequence; IoU with the truth >= 0.59.
+  """
   module = deeplab.module.clone(dtype=jnp.bfloat16)
-  logits = jax.jit(module.apply)({'params': deeplab.params},
-                                 normalize(deeplab_inputs, deeplab.style))
-  assert logits.dtype == jnp.float32
-  agreement = np.mean(np.asarray(logits).argmax(-1) == deeplab_logits.argmax(-1))
-  assert agreement > 0.95, agreement
+  logits = np.asarray(jax.jit(module.apply)({'params': deeplab.params},
+                                            normalize(deeplab_inputs, deeplab.style)))
+  assert logits.dtype == np.float32
+  # It did compute in bf16: 8 mantissa bits move the logits (range -5..39) by up to 9-15.
+  assert np.abs(logits - deeplab_logits).max() > 1.0
+  ious = {}
+  for (name, frame, mask), bf16, f32 in zip(davis_samples, logits, deeplab_logits):
+    height, width = letterbox(frame, DEEPLAB_SIZE)[1]
+    cls = PASCAL_CLASSES.index(SEQUENCE_CLASSES[name])
+    bf16_object = bf16[:height, :width].argmax(-1) == cls
+    f32_object = f32[:height, :width].argmax(-1) == cls
+    truth = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    assert iou(bf16_object, truth > 0) > 0.5, name  # As float32 is required to.
+    ious.setdefault(name, []).append(iou(bf16_object, f32_object))
+  print({name: np.round(values, 3).tolist() for name, values in ious.items()})
+  for name, values in ious.items():
+    assert min(values) > 0.7 and np.mean(values) > 0.78, (name, values)
 
 
 def test_deeplab_backbone_loads_alone(weights_dir, deeplab):
