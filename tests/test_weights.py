@@ -5,7 +5,7 @@ the annotated objects, and the imported ImageNet MobileNetV2 must name them; bot
 against the TFLite interpreter itself (ai-edge-litert, a test-only requirement) running the same
 files. VGG16 weights do not exist on this machine, so files with the exact torchvision / Keras
 layouts are written here from random tensors of the real shapes, and their import is checked
-against torch's own convs.
+through a forward pass against torch's own convs.
 """
 
 import sys
@@ -393,17 +393,39 @@ def write_keras_h5(path, state: dict[str, np.ndarray], drop: str = ''):
   return path
 
 
-def test_vgg16_from_keras_h5(tmp_path):
+def keras_vgg16_stages(path, image: np.ndarray) -> list[np.ndarray]:
+  """What Keras's VGG16 computes from an RGB uint8 image, from the .h5 file alone.
+
+  Its preprocessing (`keras.applications.vgg16.preprocess_input`, 'caffe' mode): RGB -> BGR,
+  minus the ImageNet mean in BGR order; then its convs (HWIO kernels, here turned OIHW for
+  torch's cross-correlation, which is Keras's too) with ReLU and 2x2 max pools.
+  """
+  state = {}
+  with h5py.File(path, 'r') as file:
+    for index, name in zip(TORCH_FEATURE_INDICES, conv_names()):
+      stage, conv = name.removeprefix('conv').split('_')
+      layer = file[f'block{stage}_conv{conv}']
+      state[f'features.{index}.weight'] = layer[f'block{stage}_conv{conv}/kernel:0'][()].transpose(
+          3, 2, 0, 1).copy()
+      state[f'features.{index}.bias'] = layer[f'block{stage}_conv{conv}/bias:0'][()]
+  bgr = image[..., ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
+  return torch_vgg16_stages(state, np.ascontiguousarray(bgr))
+
+
+def test_vgg16_from_keras_h5(tmp_path, davis2016_root):
   state = vgg16_torch_state(np.random.default_rng(2))
   path = write_keras_h5(tmp_path / 'vgg16_notop.h5', state)
   module, params, style = load_pretrained(path, 'vgg16')
   assert style == 'caffe_bgr' and isinstance(module, VGG16)
-  with h5py.File(path, 'r') as file:
-    for name in conv_names():
-      stage, conv = name.removeprefix('conv').split('_')
-      layer = file[f'block{stage}_conv{conv}'][f'block{stage}_conv{conv}']
-      np.testing.assert_array_equal(params[name]['kernel'], layer['kernel:0'][()])
-      np.testing.assert_array_equal(params[name]['bias'], layer['bias:0'][()])
+  # A real frame, shrunk to 48x48 (asymmetric content, so a kernel flipped or transposed shows).
+  frame = load_davis(davis2016_root, sequences=('dog',)).videos[0].frame(0)
+  image = cv2.resize(frame, (48, 48), interpolation=cv2.INTER_AREA)[None]
+  stages = jax.jit(module.apply)({'params': params}, normalize(image, style))
+  expected_stages = keras_vgg16_stages(path, image)
+  assert [s.shape[1] for s in stages] == [48, 24, 12, 6, 3]
+  for stage, expected in zip(stages, expected_stages):
+    assert stage.shape == expected.shape and np.abs(expected).max() > 1
+    np.testing.assert_allclose(stage, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
   with pytest.raises(InputError, match='missing tensors.*block5_conv3/kernel'):
     load_pretrained(write_keras_h5(tmp_path / 'short.h5', state, drop='block5_conv3'), 'vgg16')
 
