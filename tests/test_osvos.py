@@ -1,6 +1,7 @@
-"""OSVOS: the network, its loss, and online fine-tuning as one compiled loop."""
+"""OSVOS: the network, its loss, online fine-tuning as one compiled loop, and that it pays."""
 
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,11 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import SMALL_OSVOS_STEPS
+from jvos import evaluation
 from jvos import finetune
+from jvos import segment
+from jvos import systems
 from jvos.data.davis import load_davis
 from jvos.data.synthetic import ensure_synthetic_davis
 from jvos.models import osvos
@@ -123,3 +128,41 @@ def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_
   truth = synthetic_video.annotation(synthetic_video.frame_names[1])
   for obj in synthetic_video.object_ids:
     assert iou(written[1] == obj, truth == obj) > 0.3, (obj, iou(written[1] == obj, truth == obj))
+
+
+GOAT_FRAMES = 15
+
+
+@pytest.fixture(scope='module')
+def goat(davis2016_root, tmp_path_factory) -> pathlib.Path:
+  """A DAVIS folder of the first GOAT_FRAMES frames of DAVIS-2016 val goat, copied as they are."""
+  root = tmp_path_factory.mktemp('goat')
+  for folder, suffix in (('JPEGImages', 'jpg'), ('Annotations', 'png')):
+    (root / folder / '480p' / 'goat').mkdir(parents=True)
+    for t in range(GOAT_FRAMES):
+      shutil.copy(davis2016_root / folder / '480p' / 'goat' / f'{t:05d}.{suffix}',
+                  root / folder / '480p' / 'goat')
+  return root
+
+
+def test_finetuning_the_released_parent_pays(goat, small_osvos, tmp_path):
+  """configs/osvos_davis16.py's fine-tuning (Adam, lr 1e-4, batch 1, on-device augmentation)
+  of the released parent, against the parent alone (finetune.steps=0), at 120 rows.
+
+  Seen on these 15 frames: J&F 0.201 (J 0.307) alone; 0.369 after 30 steps; 0.485 (J 0.640)
+  after 100. The full-size default (200 steps, 480 rows) is measured in experiments/.
+  """
+  config, tuned = small_osvos
+  assert config.finetune.steps == SMALL_OSVOS_STEPS == 100
+  parent_config = config.copy_and_resolve_references()
+  parent_config.finetune.steps = 0
+  dataset = load_davis(goat, sequences=('goat',))
+  scores = {}
+  for name, segmenter in (('parent', systems.build_segmenter(parent_config)), ('tuned', tuned)):
+    segment.segment_dataset(segmenter, dataset, tmp_path / name / 'masks',
+                            max_height=config.segment.max_height)
+    scores[name] = evaluation.evaluate(dataset, tmp_path / name / 'masks', tmp_path / name,
+                                       workers=1)
+  print({name: (round(s['JF_mean'], 3), round(s['J_mean'], 3)) for name, s in scores.items()})
+  assert scores['tuned']['JF_mean'] > scores['parent']['JF_mean'] + 0.2
+  assert scores['tuned']['J_mean'] > scores['parent']['J_mean'] + 0.2
