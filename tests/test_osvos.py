@@ -79,6 +79,47 @@ def test_augmentation_keeps_image_and_mask_aligned():
     assert np.mean((red > 127) == inside) > 0.98
 
 
+def _shape_moments(mask: np.ndarray) -> tuple[float, np.ndarray, float]:
+  """Area, centroid (row, column) and the skewness of the columns of a mask's pixels."""
+  rows, cols = np.nonzero(mask > 0.5)
+  skew = np.mean((cols - cols.mean()) ** 3) / np.std(cols) ** 3
+  return float(len(rows)), np.array([rows.mean(), cols.mean()]), float(skew)
+
+
+def test_augmentation_moves_scales_and_flips():
+  """configs/osvos_davis16.py's augmentation (max_scale 1.2, max_shift 0.1) of a right triangle,
+  its vertical edge on the left (column skewness +0.55; a mirror image has -0.55), with keys
+  0..7. From each output's moments: scale = sqrt(area ratio), flipped = negative skewness,
+  shift = centroid minus where scaling (and flipping) about the centre puts it.
+
+  Seen: scales 0.84-1.18, 3 of 8 flipped, shifts up to 6.3 rows and 7.3 columns.
+  """
+  height, width = 60, 80
+  rows, cols = np.mgrid[:height, :width]
+  triangle = ((cols >= 28) & (cols < 52) & (rows >= 18) & (rows < 42)
+              & (cols - 28 <= 42 - rows)).astype(np.float32)
+  image = jnp.asarray(np.repeat(triangle[..., None] * 255, 3, axis=-1))
+  area, centroid, skew = _shape_moments(triangle)
+  assert skew > 0.5
+  center = np.array([(height - 1) / 2, (width - 1) / 2])
+  scales, flips, shifts = [], [], []
+  for seed in range(8):
+    _, mask = finetune.augment(image, jnp.asarray(triangle), jax.random.PRNGKey(seed), 1.2, 0.1)
+    _, again = finetune.augment(image, jnp.asarray(triangle), jax.random.PRNGKey(seed), 1.2, 0.1)
+    np.testing.assert_array_equal(mask, again)  # A fixed key, a fixed transform.
+    out_area, out_centroid, out_skew = _shape_moments(np.asarray(mask))
+    assert abs(out_skew) > 0.4  # Still the triangle, mirrored or not.
+    scale, flipped = np.sqrt(out_area / area), out_skew < 0
+    source = np.array([centroid[0], width - 1 - centroid[1] if flipped else centroid[1]])
+    shift = out_centroid - (center + scale * (source - center))
+    assert 1 / 1.2 - 0.03 < scale < 1.2 + 0.03, (seed, scale)
+    assert np.all(np.abs(shift) <= 0.1 * np.array([height, width]) + 1.5), (seed, shift)
+    scales.append(scale), flips.append(flipped), shifts.append(np.abs(shift).max())
+  assert max(abs(np.log(scales))) > 0.1, scales  # Scaled: by 16% at least once.
+  assert 0 < sum(flips) < 8, flips  # Flipped, but not always.
+  assert max(shifts) > 4, shifts  # Moved by over 4 pixels at least once.
+
+
 @pytest.fixture(scope='module')
 def synthetic_video(tmp_path_factory):
   root = ensure_synthetic_davis(tmp_path_factory.mktemp('synthetic'), num_videos=1,
