@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import osvos_davis16
 from conftest import SMALL_OSVOS_STEPS
 from jvos import evaluation
 from jvos import finetune
@@ -17,9 +18,12 @@ from jvos import segment
 from jvos import systems
 from jvos.data.davis import load_davis
 from jvos.data.synthetic import ensure_synthetic_davis
+from jvos.errors import InputError
 from jvos.models import osvos
 from jvos.segment import segment_video
 from jvos.systems import osvos as osvos_system
+
+DEEPLAB_FILE = 'deeplabv3_mnv2_pascal_257_float.tflite'
 
 FINETUNE = ml_collections.ConfigDict(dict(
     steps=60, batch_size=2, optimizer='adam', learning_rate=3e-3, momentum=0.9,
@@ -207,3 +211,20 @@ def test_finetuning_the_released_parent_pays(goat, small_osvos, tmp_path):
   print({name: (round(s['JF_mean'], 3), round(s['J_mean'], 3)) for name, s in scores.items()})
   assert scores['tuned']['JF_mean'] > scores['parent']['JF_mean'] + 0.2
   assert scores['tuned']['J_mean'] > scores['parent']['J_mean'] + 0.2
+
+
+def test_parent_from_a_trunk_of_the_wrong_style_or_width_names_the_fix(weights_dir):
+  model_config = osvos_davis16.get_config().model
+  model_config.pretrained = str(weights_dir / DEEPLAB_FILE)
+  wrong_style = model_config.copy_and_resolve_references()
+  wrong_style.input_style = 'caffe_bgr'
+  with pytest.raises(InputError, match=r"expects input style 'tflite' but the model is "
+                                       r"configured for 'caffe_bgr'; set "
+                                       r"--config.model.input_style=tflite"):
+    osvos_system.initial_params(osvos_system.create(wrong_style), wrong_style, 0)
+  wrong_width = model_config.copy_and_resolve_references()
+  wrong_width.width_multiplier = 1.0
+  with pytest.raises(InputError, match=r'does not fit the mobilenet_v2 backbone.*'
+                                       r'model.width_multiplier: the DeepLabV3 .tflite trunk '
+                                       r'has width 0.5'):
+    osvos_system.initial_params(osvos_system.create(wrong_width), wrong_width, 0)
