@@ -24,14 +24,14 @@ def weights_dir() -> pathlib.Path:
   return WEIGHTS
 
 
-# Fine-tuning steps of `small_osvos`: the released parent on a DAVIS goat shrunk to 120 rows
+# Fine-tuning steps of `released_osvos_120`: the released parent on a DAVIS goat shrunk to 120 rows
 # scores J&F 0.20 alone, 0.37 after 30 steps, 0.49 after 100 (tests/test_osvos.py).
 SMALL_OSVOS_STEPS = 100
 SMALL_OSVOS_HEIGHT = 120
 
 
 @pytest.fixture(scope='session')
-def small_osvos():
+def released_osvos_120():
   """(config, segmenter): configs/osvos_davis16.py, the released parent fine-tuned
   SMALL_OSVOS_STEPS steps, segmenting at SMALL_OSVOS_HEIGHT rows (120x214 for DAVIS frames).
 

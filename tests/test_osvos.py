@@ -199,14 +199,14 @@ def goat(davis2016_root, tmp_path_factory) -> pathlib.Path:
   return root
 
 
-def test_finetuning_the_released_parent_pays(goat, small_osvos, tmp_path):
+def test_finetuning_the_released_parent_pays(goat, released_osvos_120, tmp_path):
   """configs/osvos_davis16.py's fine-tuning (Adam, lr 1e-4, batch 1, on-device augmentation)
   of the released parent, against the parent alone (finetune.steps=0), at 120 rows.
 
   Seen on these 15 frames: J&F 0.201 (J 0.307) alone; 0.369 after 30 steps; 0.485 (J 0.640)
   after 100. The full-size default (200 steps, 480 rows) is measured in experiments/.
   """
-  config, tuned = small_osvos
+  config, tuned = released_osvos_120
   assert config.finetune.steps == SMALL_OSVOS_STEPS == 100
   parent_config = config.copy_and_resolve_references()
   parent_config.finetune.steps = 0

@@ -262,11 +262,11 @@ def test_late_object_end_to_end_by_flow(late_goat, tmp_path):
   print(check_late_goat(workdir, names, truths, least_iou=0.45))
 
 
-def test_late_object_end_to_end_by_osvos(late_goat, small_osvos, tmp_path):
+def test_late_object_end_to_end_by_osvos(late_goat, released_osvos_120, tmp_path):
   # What `launch.py --config configs/osvos_davis16.py --config.data.name=youtube_vos` runs, in
   # this process, to reuse the session's compiled fine-tuning loop (frames of 120 rows).
   root, names, truths = late_goat
-  config, segmenter = small_osvos
+  config, segmenter = released_osvos_120
   config = config.copy_and_resolve_references()
   config.data.update(name='youtube_vos', root=str(root), split='valid')
   workdir = tmp_path / 'w'
