@@ -177,7 +177,8 @@ def late_goat(davis2016_root, tmp_path_factory):
   only that object. Returns (root, frame names, true label maps of every frame)."""
   root = tmp_path_factory.mktemp('youtube_vos')
   split = root / 'valid'
-  davis_frames, davis_masks = davis2016_root / 'JPEGImages' / '480p', davis2016_root / 'Annotations' / '480p'
+  davis_frames = davis2016_root / 'JPEGImages' / '480p'
+  davis_masks = davis2016_root / 'Annotations' / '480p'
   names = [f'{5 * t:05d}' for t in range(NUM_FRAMES)]
   truths = []
   for t, name in enumerate(names):
