@@ -118,10 +118,12 @@ def one_shot_labels(scores: np.ndarray, object_ids: Sequence[int], frame_index: 
   """Label map of a frame in the one-shot task, scores (N, H, W) for slots 0..N-1.
 
   An object scores nothing before the frame that introduces it, and on that frame its given
-  mask is the answer (as the benchmarks expect), whatever the method said.
+  mask is the answer (as the benchmarks expect), whatever the method said: its scores count
+  only from the next frame on (a system that scores objects it has not been handed yet, such
+  as OSVOS's parent for a late object, would otherwise spill past the mask).
   """
   starts = np.asarray([given[slot][0] for slot in range(len(object_ids))])
-  scores = np.where((starts <= frame_index)[:, None, None], scores, 0.0)
+  scores = np.where((starts < frame_index)[:, None, None], scores, 0.0)
   labels = np.concatenate([[0], np.asarray(object_ids, np.uint8)])[merge_scores(scores)]
   for slot, (start, mask) in given.items():
     if start == frame_index:

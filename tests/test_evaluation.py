@@ -304,6 +304,62 @@ def test_unsupervised_leaves_void_out(davis17, tmp_path):
   assert semi['objects']['boxes_1']['J_mean'] == pytest.approx(12 * 12 / (16 * 16))
 
 
+def _columns(start: int, stop: int) -> np.ndarray:
+  mask = np.zeros((40, 80), bool)
+  mask[10:30, start:stop] = True
+  return mask
+
+
+def test_unsupervised_assignment_is_optimal_where_greedy_is_not(tmp_path):
+  """Object 1 is columns 10-50, object 2 columns 50-70 (20 rows each). Proposal 1 covers
+  columns 16-70, most of object 1 and all of object 2; proposal 2 the rest of object 1, 10-16.
+
+  (J + F) / 2 of proposal p for object o, from the metrics proven against vos-benchmark:
+  p1-o1 0.560, p1-o2 0.462, p2-o1 0.279, p2-o2 0. Greedy matching, by object (object 1 takes its
+  best, proposal 1) or by the best pair first (the same pair), leaves object 2 proposal 2:
+  total 0.560. The optimal assignment, o1-p2 and o2-p1, totals 0.740.
+  """
+  root = tmp_path / 'davis17'
+  labels = np.zeros((40, 80), np.uint8)
+  labels[_columns(10, 50)], labels[_columns(50, 70)] = 1, 2
+  proposals = np.zeros_like(labels)
+  proposals[_columns(16, 70)], proposals[_columns(10, 16)] = 1, 2
+  for t in range(3):
+    Image.fromarray(np.full((40, 80, 3), 90, np.uint8)).save(
+        _mkdir(root / 'JPEGImages' / '480p' / 'pair') / f'{t:05d}.jpg')
+    write_label_map(root / 'Annotations' / '480p' / 'pair' / f'{t:05d}.png', labels, binary=False)
+    write_label_map(tmp_path / 'masks' / 'pair' / f'{t:05d}.png', proposals, binary=False)
+  result = evaluate(load_davis(root, sequences=('pair',)), tmp_path / 'masks', tmp_path / 'out',
+                    task='unsupervised', workers=1)
+
+  def jf(proposal, obj):
+    gt, pred = labels == obj, proposals == proposal
+    return (metrics.region_similarity(gt, pred) + metrics.boundary_f_measure(gt, pred)) / 2
+  optimal, greedy = jf(2, 1) + jf(1, 2), jf(1, 1) + jf(2, 2)
+  assert jf(1, 1) == max(jf(1, 1), jf(2, 1), jf(1, 2))  # Greedy's first pick, either way.
+  assert optimal == pytest.approx(0.740, abs=1e-3) and greedy == pytest.approx(0.560, abs=1e-3)
+  # Object 1 got proposal 2 (6 of its 40 columns), object 2 proposal 1 (54 columns, 20 its own).
+  assert result['objects']['pair_1']['J_mean'] == pytest.approx(6 / 40)
+  assert result['objects']['pair_2']['J_mean'] == pytest.approx(20 / 54)
+  assert sum(o['JF_mean'] for o in result['objects'].values()) == pytest.approx(optimal)
+
+
+def test_unsupervised_with_fewer_proposals_than_objects(davis17, tmp_path):
+  # One proposal, exactly object 2; objects 1 and 3 are matched to the empty padding proposals.
+  masks_dir = _write_results(tmp_path / 'masks',
+                             lambda t: (_labels(t) == 2).astype(np.uint8))
+  result = evaluate(davis17, masks_dir, tmp_path / 'out', task='unsupervised', workers=1)
+  assert {name: s['J_mean'] for name, s in result['objects'].items()} == {
+      'boxes_1': 0.0, 'boxes_2': 1.0, 'boxes_3': 0.0}
+  assert result['objects']['boxes_2']['F_mean'] == 1.0
+  assert result['J_mean'] == pytest.approx(1 / 3)
+
+
+def _mkdir(path: pathlib.Path) -> pathlib.Path:
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
 # YouTube-VOS ------------------------------------------------------------------------------
 
 

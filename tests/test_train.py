@@ -154,6 +154,11 @@ def test_resume_after_sigkill_is_exact_and_ignores_unfinished_checkpoints(
   assert process.returncode == -signal.SIGKILL
   kept = finished_steps(workdir)
   assert max(kept) < NUM_STEPS
+  # One row a step (log_every=1), each appended whole: the steps the killed run got through.
+  metrics_path = workdir / train.METRICS_FILE
+  killed_rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+  assert [row['step'] for row in killed_rows] == list(range(1, len(killed_rows) + 1))
+  assert len(killed_rows) >= max(kept)
   # What a kill during a save leaves: a later step, still under orbax's temporary name, its
   # files cut short.
   unfinished = workdir / 'checkpoints' / f'{NUM_STEPS - 1}.orbax-checkpoint-tmp-1234567'
@@ -164,6 +169,12 @@ def test_resume_after_sigkill_is_exact_and_ignores_unfinished_checkpoints(
 
   output = finish(start_run(workdir, tiny_davis))
   assert f'Resuming from the checkpoint of step {max(kept)} ' in output
+  # The rerun ran only the steps after the checkpoint (a run from scratch would end with the
+  # same parameters, so only this shows that it resumed).
+  rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+  assert rows[:len(killed_rows)] == killed_rows
+  assert [row['step'] for row in rows[len(killed_rows):]] == list(range(max(kept) + 1,
+                                                                        NUM_STEPS + 1))
   assert_trees_equal(train.load_params(workdir / train.PARAMS_FILE),
                      train.load_params(uninterrupted_runs[1] / train.PARAMS_FILE))
   assert finished_steps(workdir) == [NUM_STEPS - 3, NUM_STEPS]

@@ -1,13 +1,16 @@
 """Pretrained-weight import.
 
 The two real TFLite files are checked on real DAVIS frames: the imported DeepLabV3 must segment
-the annotated objects, and the imported ImageNet MobileNetV2 must name them. VGG16 weights do
-not exist on this machine, so files with the exact torchvision / Keras layouts are written here
-from random tensors of the real shapes, and their import is checked against torch's own convs.
+the annotated objects, and the imported ImageNet MobileNetV2 must name them; both are checked
+against the TFLite interpreter itself (ai-edge-litert, a test-only requirement) running the same
+files. VGG16 weights do not exist on this machine, so files with the exact torchvision / Keras
+layouts are written here from random tensors of the real shapes, and their import is checked
+through a forward pass against torch's own convs.
 """
 
-import importlib
 import sys
+
+from ai_edge_litert.interpreter import Interpreter
 
 import cv2
 from flax import traverse_util
@@ -101,38 +104,47 @@ def test_deeplabv3_segments_davis_objects(davis_samples, deeplab_logits):
     assert min(values) > 0.5, (name, values)
 
 
-def _tflite_interpreter_class():
-  """The TFLite runtime's interpreter, if one is installed (jvos does not depend on one)."""
-  for module_name in ('ai_edge_litert.interpreter', 'tflite_runtime.interpreter'):
-    try:
-      return importlib.import_module(module_name).Interpreter
-    except ImportError:
-      pass
-  return None
-
-
 def test_deeplabv3_matches_tflite_interpreter(weights_dir, deeplab, deeplab_inputs,
                                               deeplab_logits):
-  interpreter_class = _tflite_interpreter_class()
-  if interpreter_class is None:
-    pytest.skip('no TFLite runtime installed (ai-edge-litert or tflite-runtime)')
-  interpreter = interpreter_class(model_path=str(weights_dir / DEEPLAB_FILE))
+  # The float file: the interpreter's logits on the same normalised input. Seen: at most 1.3e-4
+  # (logits span -5..39) over the 12 frames.
+  interpreter = Interpreter(model_path=str(weights_dir / DEEPLAB_FILE))
   interpreter.allocate_tensors()
-  for image, logits in zip(deeplab_inputs[:2], deeplab_logits[:2]):
+  for image, logits in zip(deeplab_inputs, deeplab_logits):
     interpreter.set_tensor(interpreter.get_input_details()[0]['index'],
                            np.asarray(normalize(image[None], deeplab.style)))
     interpreter.invoke()
     expected = interpreter.get_tensor(interpreter.get_output_details()[0]['index'])[0]
-    np.testing.assert_allclose(logits, expected, atol=1e-3)
+    np.testing.assert_allclose(logits, expected, atol=5e-4)
 
 
-def test_deeplabv3_bfloat16_keeps_the_segmentation(deeplab, deeplab_inputs, deeplab_logits):
+def test_deeplabv3_bfloat16_keeps_the_segmentation(davis_samples, deeplab, deeplab_inputs,
+                                                   deeplab_logits):
+  """bf16 segments each sequence's object as float32 does, judged on that object's class.
+
+  Pixel agreement would be dominated by padding and background: a bf16 model that shrank every
+  object (background logit +2) still agrees on 95% of the pixels, but its dog is 0.61 IoU of
+  the float32 one. Seen here: class IoU bf16 vs float32 0.77 (camel, whose 'horse' bf16 draws
+  larger) to 0.99 per frame, 0.81 to 0.97 per sequence; IoU with the truth >= 0.59.
+  """
   module = deeplab.module.clone(dtype=jnp.bfloat16)
-  logits = jax.jit(module.apply)({'params': deeplab.params},
-                                 normalize(deeplab_inputs, deeplab.style))
-  assert logits.dtype == jnp.float32
-  agreement = np.mean(np.asarray(logits).argmax(-1) == deeplab_logits.argmax(-1))
-  assert agreement > 0.95, agreement
+  logits = np.asarray(jax.jit(module.apply)({'params': deeplab.params},
+                                            normalize(deeplab_inputs, deeplab.style)))
+  assert logits.dtype == np.float32
+  # It did compute in bf16: 8 mantissa bits move the logits (range -5..39) by up to 9-15.
+  assert np.abs(logits - deeplab_logits).max() > 1.0
+  ious = {}
+  for (name, frame, mask), bf16, f32 in zip(davis_samples, logits, deeplab_logits):
+    height, width = letterbox(frame, DEEPLAB_SIZE)[1]
+    cls = PASCAL_CLASSES.index(SEQUENCE_CLASSES[name])
+    bf16_object = bf16[:height, :width].argmax(-1) == cls
+    f32_object = f32[:height, :width].argmax(-1) == cls
+    truth = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    assert iou(bf16_object, truth > 0) > 0.5, name  # As float32 is required to.
+    ious.setdefault(name, []).append(iou(bf16_object, f32_object))
+  print({name: np.round(values, 3).tolist() for name, values in ious.items()})
+  for name, values in ious.items():
+    assert min(values) > 0.7 and np.mean(values) > 0.78, (name, values)
 
 
 def test_deeplab_backbone_loads_alone(weights_dir, deeplab):
@@ -181,30 +193,91 @@ def _center_crop(frame: np.ndarray, size: int) -> np.ndarray:
                     interpolation=cv2.INTER_AREA)
 
 
-def test_imagenet_mobilenet_v2_recognises_davis_objects(weights_dir, davis2016_root,
-                                                        imagenet_mobilenet):
-  """The backbone plus the file's own classifier (kept out of the params, applied here) names
-  what is in real frames; indices are ImageNet's 1000 classes plus 1 (0 is 'background')."""
-  module, params, style = imagenet_mobilenet
+@pytest.fixture(scope='module')
+def imagenet_classifier(weights_dir, imagenet_mobilenet):
+  """normalised images -> (stage-5 features, logits): the backbone plus the file's own
+  classifier (kept out of the params, applied here); logit k is ImageNet class k - 1 (0 is
+  'background')."""
+  module, params, _ = imagenet_mobilenet
   head = read_conv_layers(weights_dir / IMAGENET_FILE)
 
   @jax.jit
-  def classify(params, images):
-    features = module.apply({'params': params}, normalize(images, style))[-1]
+  def classify(images):
+    features = module.apply({'params': params}, images)[-1]
     hidden = jax.nn.relu6(features @ head['MobilenetV2/Conv_1/kernel'][0, 0]
                           + head['MobilenetV2/Conv_1/bias'])
-    return (hidden.mean(axis=(1, 2)) @ head['MobilenetV2/Logits/Conv2d_1c_1x1/kernel'][0, 0]
-            + head['MobilenetV2/Logits/Conv2d_1c_1x1/bias'])
+    return features, (hidden.mean(axis=(1, 2))
+                      @ head['MobilenetV2/Logits/Conv2d_1c_1x1/kernel'][0, 0]
+                      + head['MobilenetV2/Logits/Conv2d_1c_1x1/bias'])
 
-  frames = (('dog', 0), ('dog', 30), ('dog', 59), ('paragliding-launch', 0),
-            ('paragliding-launch', 40), ('paragliding-launch', 79), ('camel', 0))
+  return classify
+
+
+IMAGENET_FRAMES = (('dog', 0), ('dog', 30), ('dog', 59), ('paragliding-launch', 0),
+                   ('paragliding-launch', 40), ('paragliding-launch', 79), ('camel', 0))
+
+
+@pytest.fixture(scope='module')
+def imagenet_images(davis2016_root) -> np.ndarray:
+  """IMAGENET_FRAMES centre-cropped to 224x224, uint8."""
   videos = {v.name: v for v in load_davis(davis2016_root, sequences=('dog', 'paragliding-launch',
                                                                       'camel'))}
-  images = np.stack([_center_crop(videos[name].frame(i), 224) for name, i in frames])
-  top1 = np.asarray(classify(params, images)).argmax(-1) - 1
+  return np.stack([_center_crop(videos[name].frame(i), 224) for name, i in IMAGENET_FRAMES])
+
+
+def test_imagenet_mobilenet_v2_recognises_davis_objects(imagenet_mobilenet, imagenet_classifier,
+                                                        imagenet_images):
+  """What is in real frames is named; ImageNet class = logit index - 1."""
+  style = imagenet_mobilenet.style
+  top1 = np.asarray(imagenet_classifier(normalize(imagenet_images, style))[1]).argmax(-1) - 1
   assert all(151 <= label <= 268 for label in top1[:3]), top1  # The dog breeds.
   assert list(top1[3:6]) == [701] * 3, top1  # 'parachute'
   assert top1[6] == 354, top1  # 'Arabian camel'
+
+
+def _dequantized(interpreter, name: str) -> np.ndarray:
+  (detail,) = [d for d in interpreter.get_tensor_details() if d['name'] == name]
+  scale, zero_point = detail['quantization']
+  return (interpreter.get_tensor(detail['index']).astype(np.float32) - zero_point) * scale
+
+
+# Reading intermediate tensors needs them kept; the runtime warns that this is for debugging.
+@pytest.mark.filterwarnings('ignore:Warning. Enabling `experimental_preserve_all_tensors`')
+def test_imagenet_mobilenet_v2_matches_tflite_interpreter(weights_dir, imagenet_classifier,
+                                                          imagenet_images):
+  """The dequantised float import against the interpreter running the uint8 model itself.
+
+  The interpreter computes in integers, rounding every activation to its uint8 grid (logits in
+  steps of 0.099, stage-5 features in steps of 0.117), so the two differ by rounding, never by
+  a wrong weight. Both see the same input: the interpreter's uint8 frame dequantised,
+  (q - 128) / 128. Seen over the 7 frames: top-1 identical, top-5 sharing 4 or 5 classes;
+  logits (range -4..13) within 0.46, correlation >= 0.998; stage-5 features (range 0..12)
+  within 1.08, correlation >= 0.996, RMS error <= 0.18.
+  """
+  interpreter = Interpreter(model_path=str(weights_dir / IMAGENET_FILE),
+                            experimental_preserve_all_tensors=True)
+  interpreter.allocate_tensors()
+  (input_detail,) = interpreter.get_input_details()
+  assert input_detail['dtype'] == np.uint8 and input_detail['quantization'] == (1 / 128, 128)
+  features, logits = map(np.asarray, imagenet_classifier(
+      (imagenet_images.astype(np.float32) - 128) / 128))
+  for image, our_features, our_logits in zip(imagenet_images, features, logits):
+    interpreter.set_tensor(input_detail['index'], image[None])
+    interpreter.invoke()
+    their_logits = _dequantized(interpreter, 'MobilenetV2/Logits/Squeeze1')[0]
+    their_features = _dequantized(
+        interpreter, 'MobilenetV2/expanded_conv_16/project/add_fold;MobilenetV2/'
+        'expanded_conv_16/project/Conv2D_Fold;MobilenetV2/expanded_conv_16/project/'
+        'BatchNorm_Fold/bias1')[0]
+    assert our_logits.argmax() == their_logits.argmax()
+    # Near-ties may swap: the 5th class of the first dog frame differs.
+    assert len(set(np.argsort(-our_logits)[:5]) & set(np.argsort(-their_logits)[:5])) >= 4
+    assert np.abs(our_logits - their_logits).max() < 0.6
+    assert np.corrcoef(our_logits, their_logits)[0, 1] > 0.995
+    assert our_features.shape == their_features.shape == (7, 7, 320)
+    assert np.abs(our_features - their_features).max() < 1.3
+    assert np.corrcoef(our_features.ravel(), their_features.ravel())[0, 1] > 0.99
+    assert np.sqrt(np.mean((our_features - their_features) ** 2)) < 0.25
 
 
 def test_imagenet_mobilenet_v2_features_differ_from_random_init(davis2016_root,
@@ -320,17 +393,39 @@ def write_keras_h5(path, state: dict[str, np.ndarray], drop: str = ''):
   return path
 
 
-def test_vgg16_from_keras_h5(tmp_path):
+def keras_vgg16_stages(path, image: np.ndarray) -> list[np.ndarray]:
+  """What Keras's VGG16 computes from an RGB uint8 image, from the .h5 file alone.
+
+  Its preprocessing (`keras.applications.vgg16.preprocess_input`, 'caffe' mode): RGB -> BGR,
+  minus the ImageNet mean in BGR order; then its convs (HWIO kernels, here turned OIHW for
+  torch's cross-correlation, which is Keras's too) with ReLU and 2x2 max pools.
+  """
+  state = {}
+  with h5py.File(path, 'r') as file:
+    for index, name in zip(TORCH_FEATURE_INDICES, conv_names()):
+      stage, conv = name.removeprefix('conv').split('_')
+      layer = file[f'block{stage}_conv{conv}']
+      state[f'features.{index}.weight'] = layer[f'block{stage}_conv{conv}/kernel:0'][()].transpose(
+          3, 2, 0, 1).copy()
+      state[f'features.{index}.bias'] = layer[f'block{stage}_conv{conv}/bias:0'][()]
+  bgr = image[..., ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
+  return torch_vgg16_stages(state, np.ascontiguousarray(bgr))
+
+
+def test_vgg16_from_keras_h5(tmp_path, davis2016_root):
   state = vgg16_torch_state(np.random.default_rng(2))
   path = write_keras_h5(tmp_path / 'vgg16_notop.h5', state)
   module, params, style = load_pretrained(path, 'vgg16')
   assert style == 'caffe_bgr' and isinstance(module, VGG16)
-  with h5py.File(path, 'r') as file:
-    for name in conv_names():
-      stage, conv = name.removeprefix('conv').split('_')
-      layer = file[f'block{stage}_conv{conv}'][f'block{stage}_conv{conv}']
-      np.testing.assert_array_equal(params[name]['kernel'], layer['kernel:0'][()])
-      np.testing.assert_array_equal(params[name]['bias'], layer['bias:0'][()])
+  # A real frame, shrunk to 48x48 (asymmetric content, so a kernel flipped or transposed shows).
+  frame = load_davis(davis2016_root, sequences=('dog',)).videos[0].frame(0)
+  image = cv2.resize(frame, (48, 48), interpolation=cv2.INTER_AREA)[None]
+  stages = jax.jit(module.apply)({'params': params}, normalize(image, style))
+  expected_stages = keras_vgg16_stages(path, image)
+  assert [s.shape[1] for s in stages] == [48, 24, 12, 6, 3]
+  for stage, expected in zip(stages, expected_stages):
+    assert stage.shape == expected.shape and np.abs(expected).max() > 1
+    np.testing.assert_allclose(stage, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
   with pytest.raises(InputError, match='missing tensors.*block5_conv3/kernel'):
     load_pretrained(write_keras_h5(tmp_path / 'short.h5', state, drop='block5_conv3'), 'vgg16')
 
