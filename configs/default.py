@@ -39,6 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Frames taller than this are segmented at this height (masks are still written at the
   # frame's size): full-resolution DAVIS costs what 480p costs. 0: the frame's own size.
   config.segment.max_height = 480
+  # Compute dtype of a learned system's network ('bfloat16' on GPU/TPU); empty: the weights'.
+  config.segment.dtype = ''
 
   # Refinement of every method's per-object scores before they are merged: the dense CRF
   # (postprocess.crf=True); the fields are documented in jvos/postprocess.py (CRFParams).

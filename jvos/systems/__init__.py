@@ -104,7 +104,11 @@ def build_segmenter(config: ml_collections.ConfigDict) -> Any:
     raise InputError(f'weights is empty: model.name={system.name!r} needs trained parameters; '
                      'pass --config.weights=<params.msgpack of a --mode train run>.')
   model, params, model_config = load_weights(config.weights, system)
-  # Segmenting follows the architecture the weights were trained as, not the config's.
+  # Segmenting follows the architecture the weights were trained as, not the config's, but
+  # may compute in another dtype (segment.dtype, e.g. bfloat16 on accelerators).
   config = config.copy_and_resolve_references()
+  if config.get('segment', {}).get('dtype') and 'dtype' in model_config:
+    model_config.dtype = config.segment.dtype
+    model = system.create(model_config)
   config.model = model_config
   return system.build_segmenter(config, model, params)
