@@ -26,7 +26,8 @@ def evaluate(dataset: VideoDataset, masks_dir: pathlib.Path, out_dir: pathlib.Pa
   Args:
     dataset: the videos that were segmented, with their ground truth.
     masks_dir: the results folder `--mode segment` wrote.
-    out_dir: where metrics.json (and the DAVIS CSV tables or the YouTube-VOS zip) go.
+    out_dir: where metrics.json (and the DAVIS CSV tables and per_frame.json, or the
+      YouTube-VOS zip) go.
     task: 'semi-supervised' or 'unsupervised'.
     workers: processes scoring videos in parallel.
 

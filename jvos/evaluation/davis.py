@@ -8,7 +8,8 @@ scored on every frame with void pixels left out. Both report per object Mean/Rec
 and F; the global numbers are means over all objects of all videos, not over videos.
 
 Writes to out_dir: global_results-<task>.csv and per-sequence_results-<task>.csv (the official
-tables) and metrics.json.
+tables), metrics.json, and per_frame.json: each object's J and F on every frame it was scored
+on, which the summaries average away and a report needs to show where a method fails.
 """
 
 from __future__ import annotations
@@ -29,14 +30,22 @@ from jvos.evaluation.metrics import boundary_f_measure, db_statistics, region_si
 MAX_PROPOSALS = 20
 # Per-object statistics, each the mean over objects in the sequence and global summaries.
 STATISTICS = ('J_mean', 'J_recall', 'J_decay', 'F_mean', 'F_recall', 'F_decay')
+# Beside metrics.json: per-object per-frame J and F (see `per_frame`).
+PER_FRAME_FILE = 'per_frame.json'
 GLOBAL_COLUMNS = ('J&F-Mean', 'J-Mean', 'J-Recall', 'J-Decay', 'F-Mean', 'F-Recall', 'F-Decay')
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoScores:
-  """Per-frame J and F, (objects, frames), of the ground-truth objects of one video."""
+  """Per-frame J and F, (objects, frames), of the ground-truth objects of one video.
+
+  frame_names names the columns; predicted_ids[k] is the result id scored as object_ids[k]
+  (the object itself semi-supervised, the matched proposal unsupervised).
+  """
   name: str
   object_ids: tuple[int, ...]
+  frame_names: tuple[str, ...]
+  predicted_ids: tuple[int, ...]
   j: np.ndarray
   f: np.ndarray
 
@@ -70,7 +79,7 @@ def score_semisupervised(video: Video, masks_dir: pathlib.Path) -> VideoScores:
              f'{list(video.object_ids)}')
   predictions = results.read_results(video, masks_dir, frames, video.object_ids, why_not)
   j, f = score_objects(video, frames, predictions)
-  return VideoScores(video.name, video.object_ids, j, f)
+  return VideoScores(video.name, video.object_ids, frames, video.object_ids, j, f)
 
 
 def score_unsupervised(video: Video, masks_dir: pathlib.Path) -> VideoScores:
@@ -97,7 +106,8 @@ def score_unsupervised(video: Video, masks_dir: pathlib.Path) -> VideoScores:
   # listing them by object makes <seq>_k object k. Values and means are the same.
   order = np.argsort(obj)
   proposal, obj = proposal[order], obj[order]
-  return VideoScores(video.name, video.object_ids, j[proposal, obj], f[proposal, obj])
+  return VideoScores(video.name, video.object_ids, frames, tuple(int(p) + 1 for p in proposal),
+                     j[proposal, obj], f[proposal, obj])
 
 
 SCORERS = {'semi-supervised': score_semisupervised, 'unsupervised': score_unsupervised}
@@ -128,6 +138,17 @@ def summarize(scores: list[VideoScores], task: str) -> dict:
           'objects': objects}
 
 
+def per_frame(scores: list[VideoScores], task: str) -> dict:
+  """per_frame.json: '<seq>_<k>' (as in metrics.json) -> the object's J and F frame by frame."""
+  objects = {}
+  for video in scores:
+    for k, (obj, predicted) in enumerate(zip(video.object_ids, video.predicted_ids)):
+      objects[f'{video.name}_{obj}'] = {
+          'sequence': video.name, 'object': obj, 'predicted_id': predicted,
+          'frames': list(video.frame_names), 'J': video.j[k].tolist(), 'F': video.f[k].tolist()}
+  return {'task': task, 'objects': objects}
+
+
 def write_tables(metrics: dict, out_dir: pathlib.Path) -> None:
   """The official CSV tables and metrics.json."""
   task = metrics['task']
@@ -143,6 +164,8 @@ def evaluate_davis(dataset: VideoDataset, masks_dir: pathlib.Path, out_dir: path
                    task: str, workers: int) -> dict:
   """Scores a complete results folder with the DAVIS `task` protocol; writes the tables."""
   score = functools.partial(SCORERS[task], masks_dir=masks_dir)
-  metrics = summarize(results.map_videos(score, dataset.videos, workers), task)
+  scores = results.map_videos(score, dataset.videos, workers)
+  metrics = summarize(scores, task)
   write_tables(metrics, out_dir)
+  results.write_json(out_dir / PER_FRAME_FILE, per_frame(scores, task))
   return metrics
