@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from jvos import evaluation
 from jvos import postprocess
+from jvos import report
 from jvos import segment
 from jvos import systems
 from jvos import train
@@ -80,6 +81,10 @@ def run_segment(config, workdir: pathlib.Path) -> None:
   if timing_path.is_file():  # The videos an earlier run segmented keep their times.
     timing = {**json.loads(timing_path.read_text()), **timing}
   evaluation_results.write_json(timing_path, timing)
+  if config.output.overlays and dataset.name == 'video':  # A user's one video: W/overlay.mp4.
+    movie = workdir / 'overlays' / f'{dataset.videos[0].name}.mp4'
+    if movie.is_file():
+      movie.replace(workdir / 'overlay.mp4')
   run_evaluate(config, workdir, dataset)
 
 
@@ -89,6 +94,9 @@ def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
     dataset = build_dataset(config.data, workdir)
   metrics = evaluation.evaluate(dataset, workdir / 'masks', workdir, task=config.task,
                                 workers=config.evaluation.workers)
+  page = report.write_report(workdir, dataset, metrics, workdir / 'masks')
+  if page:
+    logging.info('Report: %s', page)
   if metrics is not None:
     logging.info('J&F %.4f  J %.4f  F %.4f  (%s)', metrics['JF_mean'], metrics['J_mean'],
                  metrics['F_mean'], workdir / 'metrics.json')

@@ -22,11 +22,12 @@ carries no mask at all, so no system can see the annotations the evaluator keeps
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -38,6 +39,7 @@ from jvos.data.video import (Video, VideoDataset, image_size, palette, read_fram
                              write_label_map)
 from jvos.errors import InputError
 from jvos.evaluation.results import write_text
+from jvos.video_writer import H264Writer
 
 TASKS = ('semi-supervised', 'unsupervised')
 State = Any
@@ -153,21 +155,17 @@ def video_input(video: Video, task: str, max_height: int) -> tuple[VideoInput, d
   return VideoInput(video.name, tuple(video.frame_paths), size, small), given
 
 
-def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, task: str,
-                  max_height: int = 0, overlay_dir: pathlib.Path | None = None,
-                  postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                  progress: tqdm.tqdm | None = None) -> None:
-  """Writes out_dir/<frame>.png for every frame of the video (and overlays, if asked).
+def label_maps(segmenter: Segmenter, video: Video, task: str, max_height: int = 0,
+               postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+               ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+  """(frame name, frame, label map) for every frame, in order: the loop every system runs in.
 
   Args:
     segmenter: the system's segmenter.
     video: the dataset's video; its annotations are used only as the task allows.
-    out_dir: where the masks go, one PNG per frame, each written as soon as it is computed.
     task: 'semi-supervised' (one-shot: the first masks are given) or 'unsupervised'.
     max_height: working height (see `working_size`).
-    overlay_dir: where to write the frames tinted by their masks, or None.
     postprocess: (frame, scores) -> scores at the frame size (e.g. a dense CRF), or None.
-    progress: a progress bar to advance by one per frame, or None.
   """
   if task not in TASKS:
     raise InputError(f'task={task!r}; use one of {TASKS} (--config.task=...).')
@@ -194,20 +192,45 @@ def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, tas
       labels = one_shot_labels(scores, object_ids, index, given)
     else:
       labels = merge_scores(scores)
-    write_label_map(out_dir / f'{name}.png', labels, video.binary)
-    if overlay_dir is not None:
-      overlay_dir.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(overlay(frame, labels)).save(overlay_dir / f'{name}.jpg', quality=90)
+    yield name, frame, labels
     new = [slot for slot, start in starts.items() if start == index]
     if new:
       state = segmenter.add_objects(state, small, new,
                                     np.stack([view.given[slot][1] for slot in new]))
-    if progress is not None:
-      progress.update()
 
 
-RECORD_FILE = 'segment_config.json'
-COMPLETED_FILE = 'completed.txt'
+def segment_video(segmenter: Segmenter, video: Video, out_dir: pathlib.Path, task: str,
+                  max_height: int = 0, overlay_dir: pathlib.Path | None = None,
+                  postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                  progress: tqdm.tqdm | None = None) -> None:
+  """Writes out_dir/<frame>.png for every frame of the video, each as soon as it is computed.
+
+  With `overlay_dir`, also the frames tinted by their masks, overlay_dir/<frame>.jpg, and
+  the same as a video a browser plays, <overlay_dir>.mp4. See `label_maps` for the rest.
+  """
+  with contextlib.ExitStack() as stack:
+    video_writer = None
+    if overlay_dir is not None:
+      overlay_dir.mkdir(parents=True, exist_ok=True)
+      video_writer = stack.enter_context(
+          H264Writer(overlay_dir.with_name(overlay_dir.name + '.mp4'), video.fps))
+    for name, frame, labels in label_maps(segmenter, video, task, max_height, postprocess):
+      write_label_map(out_dir / f'{name}.png', labels, video.binary)
+      if video_writer is not None:
+        tinted = overlay(frame, labels)
+        Image.fromarray(tinted).save(overlay_dir / f'{name}.jpg', quality=90)
+        video_writer.add(tinted)
+      if progress is not None:
+        progress.update()
+
+
+def _record_path(masks_dir: pathlib.Path) -> pathlib.Path:
+  """Beside the masks, not among them: a results folder holds only what the benchmark reads."""
+  return masks_dir.with_name(masks_dir.name + '_config.json')
+
+
+def _completed_path(masks_dir: pathlib.Path) -> pathlib.Path:
+  return masks_dir.with_name(masks_dir.name + '_completed.txt')
 
 
 def _differences(old: Any, new: Any, prefix: str = '') -> list[str]:
@@ -225,7 +248,7 @@ def completed_videos(masks_dir: pathlib.Path, record: dict) -> set[str]:
   Masks written under another record are never mixed with new ones: that fails, listing the
   differences, and keeps them.
   """
-  record_path = masks_dir / RECORD_FILE
+  record_path = _record_path(masks_dir)
   if record_path.is_file():
     previous = json.loads(record_path.read_text())
     differences = _differences(previous, record)
@@ -237,7 +260,7 @@ def completed_videos(masks_dir: pathlib.Path, record: dict) -> set[str]:
   else:
     masks_dir.mkdir(parents=True, exist_ok=True)
     write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + '\n')
-  completed = masks_dir / COMPLETED_FILE
+  completed = _completed_path(masks_dir)
   return set(completed.read_text().split()) if completed.is_file() else set()
 
 
@@ -248,7 +271,7 @@ def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: path
   """Segments every video into masks_dir/<video>/ (and overlays_dir/<video>/, if given).
 
   Each mask is written as soon as it is computed (atomically), and a video is listed in
-  masks_dir/completed.txt once all its masks are, so a failure or a kill keeps every mask
+  <masks_dir>_completed.txt once all its masks are, so a failure or a kill keeps every mask
   already written and a rerun redoes only the unfinished video (`skip`: the finished ones).
 
   Returns:
@@ -268,6 +291,6 @@ def segment_dataset(segmenter: Segmenter, dataset: VideoDataset, masks_dir: path
       segment_video(segmenter, video, masks_dir / video.name, task, max_height,
                     overlays_dir / video.name if overlays_dir else None, postprocess, progress)
       timing[video.name] = {'frames': len(video), 'seconds': time.perf_counter() - start}
-      with (masks_dir / COMPLETED_FILE).open('a') as f:
+      with _completed_path(masks_dir).open('a') as f:
         f.write(video.name + '\n')
   return timing

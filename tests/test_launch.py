@@ -136,3 +136,40 @@ def test_osvos_finetune_contract_with_the_released_parent(tmp_path, davis2016_ro
   check_metrics(metrics, sequences)
   # The released parent, barely fine-tuned, already beats flow propagation on these two (0.54).
   assert metrics['JF_mean'] > 0.55
+
+
+def test_a_killed_segment_run_resumes_at_the_unfinished_video(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'w'
+  args = [sys.executable, str(REPO / 'launch.py'), '--config.data.synthetic.num_frames=60',
+          '--config.data.synthetic.num_videos=3', f'--workdir={workdir}']
+  process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  completed = workdir / 'masks_completed.txt'
+  deadline = time.monotonic() + 300
+  while not (completed.is_file() and completed.read_text().split()):
+    assert process.poll() is None and time.monotonic() < deadline
+    time.sleep(0.02)
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  finished = completed.read_text().split()
+  assert len(finished) < 3  # Killed before the last video was done.
+  first_masks = {p: p.stat().st_mtime_ns for p in (workdir / 'masks' / finished[0]).glob('*.png')}
+  assert len(first_masks) == 60
+
+  result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  assert 'Skipping' in result.stderr and finished[0] in result.stderr
+  # The finished video was not segmented again; every video now has all its masks.
+  assert {p: p.stat().st_mtime_ns for p in first_masks} == first_masks
+  assert sorted(completed.read_text().split()) == sorted(
+      p.name for p in (workdir / 'masks').iterdir())
+  assert json.loads((workdir / 'metrics.json').read_text())['JF_mean'] > 0.3
+
+  # The same workdir with another segmenting config refuses, naming what changed.
+  result = launch('--config.model.preset=fast', '--config.data.synthetic.num_frames=60',
+                  '--config.data.synthetic.num_videos=3', f'--workdir={workdir}', cwd=tmp_path)
+  assert result.returncode == 2
+  assert "model.preset: 'medium' -> 'fast'" in result.stderr and 'Traceback' not in result.stderr

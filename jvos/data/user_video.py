@@ -8,6 +8,7 @@ a mask the video has no objects to follow and only a zero-shot (unsupervised) me
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import shutil
 
@@ -55,6 +56,16 @@ def _decode_video(path: pathlib.Path, folder: pathlib.Path) -> tuple[pathlib.Pat
   return list_frames(folder)
 
 
+def _frame_rate(path: pathlib.Path) -> float:
+  """A video file's frames per second; 24 when the container does not say."""
+  capture = cv2.VideoCapture(str(path))
+  try:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+  finally:
+    capture.release()
+  return fps if 1 <= fps <= 240 else 24.0
+
+
 def _is_palette(mask: pathlib.Path) -> bool:
   """Palette masks hold object ids; any other single-channel mask is read as binary."""
   image_size(mask)  # Fails with a message naming the file if it is not an image.
@@ -99,5 +110,7 @@ def load_user_video(frames: pathlib.Path, mask: pathlib.Path | None,
     video = Video(name=name, frame_paths=frame_paths, annotation_paths={}, first_frames={})
   else:
     video = _video_with_mask(name, frame_paths, mask)
+  if not frames.is_dir():  # Overlay videos play at the file's own rate.
+    video = dataclasses.replace(video, fps=_frame_rate(frames))
   video.check(require_objects=mask is not None)
   return VideoDataset(name='video', root=frames, videos=(video,), dense_annotations=False)

@@ -118,6 +118,8 @@ class Video:
       methods get that mask; DAVIS objects all start on frame 0, YouTube-VOS ones may start late.
     binary: DAVIS-2016 style 0/255 masks (read and written as one object).
     categories: object id -> category name, where the dataset has them (YouTube-VOS).
+    fps: frames per second, for overlay videos (a video file's own; DAVIS and YouTube-VOS
+      frames come at 24 and 6 or 30).
   """
   name: str
   frame_paths: tuple[pathlib.Path, ...]
@@ -125,6 +127,7 @@ class Video:
   first_frames: Mapping[int, str]
   binary: bool = False
   categories: Mapping[int, str] = dataclasses.field(default_factory=dict)
+  fps: float = 24.0
 
   @property
   def frame_names(self) -> tuple[str, ...]:
