@@ -12,6 +12,7 @@ metrics.json and the benchmark CSV tables.
 import json
 import os
 import pathlib
+import re
 import sys
 
 from absl import app
@@ -102,6 +103,28 @@ def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
                  metrics['F_mean'], workdir / 'metrics.json')
 
 
+# Counts a user may set on the command line: each must be at least 1 (or 0, below) where the
+# config has it; checked once here so a bad one fails before any work, naming the field.
+POSITIVE_FIELDS = ('train.batch_size', 'train.num_steps', 'train.checkpoint_every',
+                   'train.log_every', 'train.clip_length', 'finetune.batch_size',
+                   'model.max_objects', 'model.hidden', 'model.guide_size', 'segment.references')
+NON_NEGATIVE_FIELDS = ('finetune.steps', 'segment.max_height', 'train.warmup_steps')
+TASKS = ('semi-supervised', 'unsupervised')
+
+
+def check_config(config) -> None:
+  """One clear error for a config value no job can run with."""
+  if config.task not in TASKS:
+    raise InputError(f'task={config.task!r}; use --config.task=semi-supervised (one-shot: the '
+                     'first frame\'s masks are given) or unsupervised (zero-shot).')
+  for fields, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
+    for field in fields:
+      section, _, name = field.partition('.')
+      value = config.get(section, {}).get(name)
+      if isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+        raise InputError(f'{field}={value}: it must be at least {least}; set --config.{field}.')
+
+
 def require_section(config, section: str, mode: str) -> None:
   if section not in config:
     raise InputError(f'--mode {mode} needs a `{section}` section in the config, which this one '
@@ -153,8 +176,14 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   init_distributed()
-  config = _CONFIG.value
-  mode = _MODE.value or config.mode
+  try:
+    config = _CONFIG.value
+    mode = _MODE.value or config.mode
+  except OSError as e:  # config_flags loads the file lazily, here.
+    missing = config_flags.get_config_filename(flags.FLAGS['config'])
+    print(f'jvos: error: --config {missing}: cannot load it ({str(e).splitlines()[-1].strip()}); '
+          'pass a file from configs/, e.g. configs/osvos_davis16.py.', file=sys.stderr)
+    sys.exit(2)
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
   workdir = pathlib.Path(_WORKDIR.value or os.path.join('runs', config_name))
   workdir.mkdir(parents=True, exist_ok=True)
@@ -162,11 +191,35 @@ def main(argv) -> None:
     (workdir / 'config.json').write_text(json.dumps(config.to_dict(), indent=2) + '\n')
   logging.info('mode=%s workdir=%s', mode, workdir)
   try:
+    check_config(config)
     MODES[mode](config, workdir)
   except InputError as e:
     print(f'jvos: error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config override reported in one line.
+
+  ml_collections raises a bare AttributeError (from deep inside) for a misspelt field and
+  absl's own errors end in a usage hint; a user needs the flag and the fix instead.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except AttributeError as e:
+    # ml_collections: AttributeError('\'rooot\'\nDid you mean "root" instead of "rooot"?').
+    field = re.search(r"(\w+)", str(e)).group(1)
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    given = [a.split('=')[0] for a in argv[1:]
+             if a.startswith('--config.') and a.split('=')[0].endswith('.' + field)]
+    message = (f'{given[0] if given else "--config"}: the config has no field {field!r}'
+               + (f'; did you mean {hint.group(1)!r}?' if hint else
+                  '; check the spelling against the config file.'))
+  print(f'jvos: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -2,11 +2,13 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METRIC_KEYS = ('J_mean', 'F_mean', 'J_recall', 'F_recall', 'J_decay', 'F_decay')
@@ -85,6 +87,41 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, davis2016_root):
                   '--config.data.sequences=dog', f'--workdir={tmp_path / "w"}', cwd=tmp_path)
   assert result.returncode == 2
   assert 'segment' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_misspelt_fields_and_missing_config_files_are_one_line(tmp_path):
+  config = str(REPO / 'configs' / 'osvos_davis16.py')
+  cases = [((f'--config={config}', '--config.data.rooot=/data'),
+            "--config.data.rooot: the config has no field 'rooot'; did you mean 'root'?"),
+           ((f'--config={config}', '--config.train.num_steps=many'),
+            "flag --config.train.num_steps=many: invalid literal for int()"),
+           (('--config=configs/osvos_davis61.py',),
+            '--config configs/osvos_davis61.py: cannot load it')]
+  for args, message in cases:
+    result = launch(*args, f'--workdir={tmp_path / "w"}', cwd=tmp_path)
+    assert result.returncode == 2, (args, result.stderr[-2000:])
+    assert f'jvos: error: {message}' in result.stderr, (args, result.stderr[-2000:])
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('override, message', [
+    ('finetune.steps=-5', 'finetune.steps=-5: it must be at least 0'),
+    ('finetune.batch_size=0', 'finetune.batch_size=0: it must be at least 1'),
+    ('train.num_steps=0', 'train.num_steps=0: it must be at least 1'),
+    ('segment.max_height=-480', 'segment.max_height=-480: it must be at least 0'),
+    ('task="one-shot"', "task='one-shot'; use --config.task=semi-supervised"),
+])
+def test_config_values_no_job_can_run_with_name_the_field(override, message):
+  import launch as launch_module  # pylint: disable=import-outside-toplevel
+  from configs import osvos_davis16  # pylint: disable=import-outside-toplevel
+  from jvos.errors import InputError  # pylint: disable=import-outside-toplevel
+  config = osvos_davis16.get_config()
+  launch_module.check_config(config)  # The config as shipped is fine.
+  field, value = override.split('=')
+  section, _, name = field.rpartition('.')
+  (config[section] if section else config)[name] = eval(value)  # pylint: disable=eval-used
+  with pytest.raises(InputError, match=re.escape(message)):
+    launch_module.check_config(config)
 
 
 def test_demo_on_a_users_video_file_writes_masks_and_overlays(tmp_path, davis2016_root):

@@ -253,7 +253,7 @@ def test_parent_trains_from_the_deeplab_trunk(davis2016_root, weights_dir, tmp_p
 
   # The parent started from the trunk: its backbone is still within 5% of the TFLite weights
   # (a random initialisation is 104% of their norm away from them).
-  model, params = systems.load_weights(workdir / train.PARAMS_FILE, systems.get('osvos'))
+  model, params, _ = systems.load_weights(workdir / train.PARAMS_FILE, systems.get('osvos'))
   assert model.backbone == 'mobilenet_v2' and model.width_multiplier == 0.5
   trunk = weights.load_pretrained(weights_dir / DEEPLAB_FILE, 'mobilenet_v2').params
   assert jax.tree.structure(params['backbone']) == jax.tree.structure(trunk)

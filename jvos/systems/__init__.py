@@ -77,6 +77,10 @@ def load_weights(path: str | pathlib.Path,
   that asks for them.
   """
   path = pathlib.Path(path)
+  if not path.is_file():
+    raise InputError(f'{path} does not exist: `weights` must be the params.msgpack of a training '
+                     'run (--mode train) or of a release in experiments/; pass --config.weights='
+                     '<that file>.')
   model_config_path = path.with_name(train.MODEL_CONFIG_FILE)
   if not model_config_path.is_file():
     raise InputError(f'{model_config_path} is missing: `weights` must be the params.msgpack of '

@@ -69,7 +69,7 @@ def pretrained_params(path: str | pathlib.Path, model: str, input_style: str,
   params = {key: value for key, value in pretrained.params.items() if key in expected}
   shapes = lambda tree: jax.tree.map(np.shape, tree)
   if shapes(params) != shapes(expected):
-    raise InputError(f'{path} does not fit the {model} configured (check '
+    raise InputError(f'{path} does not fit the {model} backbone configured (check '
                      'model.width_multiplier: the DeepLabV3 .tflite trunk has width 0.5, the '
                      'ImageNet one 1.0).')
   return params
