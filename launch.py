@@ -1,6 +1,6 @@
 r"""Runs one jvos job: segment, evaluate, train or fine-tune, as a config file describes.
 
-    python launch.py                                   # the embedded default, end to end
+    python launch.py                                   # the main job: configs/quickstart.py
     python launch.py --config configs/flow_davis16.py --mode segment \
         --config.data.root=/data/DAVIS --config.data.sequences=dog,goat --workdir runs/flow
     python launch.py --mode evaluate --config.data.root=/data/DAVIS --workdir runs/flow
@@ -35,7 +35,7 @@ def _env_int(name: str) -> int | None:
   return int(os.environ[name]) if os.environ.get(name) else None
 
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py')
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'quickstart.py')
 _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.')
 _MODE = flags.DEFINE_enum('mode', None, ['segment', 'evaluate', 'train', 'finetune'],
                           'What to run; default: the config\'s `mode`.')
@@ -117,6 +117,11 @@ def check_config(config) -> None:
   if config.task not in TASKS:
     raise InputError(f'task={config.task!r}; use --config.task=semi-supervised (one-shot: the '
                      'first frame\'s masks are given) or unsupervised (zero-shot).')
+  if config.data.name == 'video' and config.data.get('frames') and not config.data.get(
+      'mask') and config.task == 'semi-supervised':
+    raise InputError(f'model.name={config.model.name!r} is one-shot and needs the first frame\'s '
+                     'mask: pass --config.data.mask=<png>, or segment zero-shot with '
+                     '--config configs/demo_video.py:cosnet (or :rvos_zeroshot).')
   for fields, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
     for field in fields:
       section, _, name = field.partition('.')
@@ -208,6 +213,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     message = str(e)
+    if 'Traceback' in message:  # The config file raised: its last line says what and why.
+      message = message.strip().splitlines()[-1].partition(': ')[2]
   except AttributeError as e:
     # ml_collections: AttributeError('\'rooot\'\nDid you mean "root" instead of "rooot"?').
     field = re.search(r"(\w+)", str(e)).group(1)

@@ -1,7 +1,9 @@
-"""The embedded default: flow propagation on a generated multi-object video set, then J&F.
+"""The fields every config has; on its own, the flow baseline on a generated multi-object set.
 
-    python launch.py                       # generates data in runs/default/synthetic_data
-    python launch.py --config.data.root=/path/to/DAVIS --config.data.sequences=a,b
+    python launch.py --config configs/default.py   # generates data in runs/default/synthetic_data
+    python launch.py --config configs/default.py --config.data.root=/data/DAVIS
+
+(`python launch.py` with no --config runs configs/quickstart.py, OSVOS fine-tuned.)
 
 Every experiment config is a `get_config()` file like this one; any field can be overridden
 on the command line with --config.<field>=<value>.

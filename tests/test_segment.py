@@ -256,7 +256,8 @@ def check_late_goat(workdir: pathlib.Path, names, truths, least_iou: float) -> l
 def test_late_object_end_to_end_by_flow(late_goat, tmp_path):
   root, names, truths = late_goat
   workdir = tmp_path / 'w'
-  result = launch('--config.data.name=youtube_vos', f'--config.data.root={root}',
+  result = launch('--config', str(REPO / 'configs' / 'default.py'),
+                  '--config.data.name=youtube_vos', f'--config.data.root={root}',
                   '--config.data.split=valid', f'--workdir={workdir}', cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-5000:]
   # Seen: goat IoU 0.77, 0.68, 0.60, 0.53 on the 4 frames after it appears (flow drifts).
