@@ -18,15 +18,14 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
+# Only what scoring needs is imported here: JAX and the networks load in the modes that run
+# them (run_segment, run_train, init_distributed), so `--mode evaluate` starts without the
+# seconds that importing JAX costs.
 from jvos import evaluation
 from jvos import postprocess
 from jvos import report
-from jvos import segment
-from jvos import systems
-from jvos import train
 from jvos.evaluation import results as evaluation_results
 from jvos.data import build_dataset
 from jvos.errors import InputError
@@ -69,6 +68,7 @@ def run_segment(config, workdir: pathlib.Path) -> None:
   `--mode finetune` is the same run for systems that fine-tune on the first frame (OSVOS):
   `finetune.steps` says how many steps, 0 for the parent network alone.
   """
+  from jvos import segment, systems  # pylint: disable=import-outside-toplevel
   dataset = build_dataset(config.data, workdir)
   refine = postprocess.postprocess(config.get('postprocess'))
   segmenter = systems.build_segmenter(config)
@@ -138,6 +138,7 @@ def require_section(config, section: str, mode: str) -> None:
 
 def run_train(config, workdir: pathlib.Path) -> None:
   """Trains the config's system on `train.split` of the dataset; a rerun resumes."""
+  from jvos import systems, train  # pylint: disable=import-outside-toplevel
   require_section(config, 'train', 'train')
   system = systems.get(config.model.name)
   if not system.trainable:
@@ -166,8 +167,10 @@ MODES = {'segment': run_segment, 'evaluate': run_evaluate, 'train': run_train,
          'finetune': run_finetune}
 
 
-def init_distributed() -> None:
-  """Joins the other processes of a multi-process run; a single process needs nothing."""
+def init_distributed() -> int:
+  """Joins the other processes of a multi-process run (a single process needs nothing);
+  returns this process's index."""
+  import jax  # pylint: disable=import-outside-toplevel
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value:
@@ -175,12 +178,12 @@ def init_distributed() -> None:
   if jax.process_count() > 1:
     logging.info('Process %d of %d; devices: %d local, %d global.', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+  return jax.process_index()
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  init_distributed()
   try:
     config = _CONFIG.value
     mode = _MODE.value or config.mode
@@ -192,7 +195,8 @@ def main(argv) -> None:
   config_name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
   workdir = pathlib.Path(_WORKDIR.value or os.path.join('runs', config_name))
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
+  process_index = 0 if mode == 'evaluate' else init_distributed()  # Scoring is one process.
+  if process_index == 0:
     (workdir / 'config.json').write_text(json.dumps(config.to_dict(), indent=2) + '\n')
   logging.info('mode=%s workdir=%s', mode, workdir)
   try:

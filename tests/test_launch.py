@@ -66,13 +66,22 @@ def test_flow_contract_on_real_davis2016(tmp_path, davis2016_root):
   check_metrics(metrics, sequences)
   assert metrics['sequences']['dog']['J_mean'] > 0.4
 
-  # --mode evaluate with the default config re-scores the masks already there, identically.
+  # --mode evaluate with the default config re-scores the masks already there, identically,
+  # and without importing JAX (scoring does not need it; importing it costs seconds).
   (workdir / 'metrics.json').unlink()
-  result = launch('--mode', 'evaluate', f'--config.data.root={davis2016_root}',
-                  f'--config.data.sequences={",".join(sequences)}', f'--workdir={workdir}',
-                  cwd=tmp_path)
+  evaluate = ('import runpy, sys\n'
+              'sys.argv = sys.argv[1:]\n'
+              'try:\n'
+              '  runpy.run_path(sys.argv[0], run_name="__main__")\n'
+              'finally:\n'
+              '  print("imported jax:", "jax" in sys.modules)\n')
+  result = subprocess.run(
+      [sys.executable, '-c', evaluate, str(REPO / 'launch.py'), '--mode', 'evaluate',
+       f'--config.data.root={davis2016_root}', f'--config.data.sequences={",".join(sequences)}',
+       f'--workdir={workdir}'], cwd=tmp_path, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
   assert json.loads((workdir / 'metrics.json').read_text()) == metrics
+  assert 'imported jax: False' in result.stdout
 
 
 def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, davis2016_root):
