@@ -154,8 +154,40 @@ def run_train(config, workdir: pathlib.Path) -> None:
     model = system.create(config.model)
     init_params = system.initial_params(model, config.model, config.seed)
   train.train(config, workdir, system.make_loss(config, model), init_params,
-              system.clip(config))
+              system.clip(config), validation(config, workdir, system, model))
   logging.info('Trained parameters: %s', workdir / train.PARAMS_FILE)
+
+
+def validation(config, workdir: pathlib.Path, system, model):
+  """`validate(step, params)` for train.train: J&F of the weights so far on
+  train.validate_sequences of data.root (None if train.validate_every is 0).
+
+  The system segments as it would after training, at train.validate_height rows, with no
+  fine-tuning (for OSVOS: the parent alone), into <workdir>/validation/<step>/.
+  """
+  from jvos import segment  # pylint: disable=import-outside-toplevel
+  if not config.train.validate_every:
+    return None
+  if not config.train.validate_sequences:
+    raise InputError('train.validate_every is set but train.validate_sequences is empty; pass '
+                     '--config.train.validate_sequences=<val sequences, comma-separated>.')
+  segment_config = config.copy_and_resolve_references()
+  segment_config.data.update(split='val', sequences=config.train.validate_sequences)
+  if 'finetune' in segment_config:
+    segment_config.finetune.steps = 0
+  dataset = build_dataset(segment_config.data, workdir)
+
+  def validate(step: int, params) -> dict[str, float]:
+    out = workdir / 'validation' / str(step)
+    segmenter = system.build_segmenter(segment_config, model, params)
+    segment.segment_dataset(segmenter, dataset, out / 'masks', task=config.task,
+                            max_height=config.train.validate_height)
+    metrics = evaluation.evaluate(dataset, out / 'masks', out, task=config.task, workers=1)
+    logging.info('Validation J&F %.4f on %s', metrics['JF_mean'],
+                 config.train.validate_sequences)
+    return {'validation_JF': metrics['JF_mean']}
+
+  return validate
 
 
 def run_finetune(config, workdir: pathlib.Path) -> None:

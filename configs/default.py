@@ -14,6 +14,12 @@ import ml_collections
 from jvos import postprocess
 
 
+# Validation while training, shared by every trainable system's `train` section: every
+# validate_every steps (0: never) the weights so far segment validate_sequences (comma-separated,
+# of data.root's val split) at validate_height rows, and their J&F joins the training curves.
+TRAIN_VALIDATION = dict(validate_every=0, validate_sequences='', validate_height=240)
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = 'segment'  # segment | evaluate | train | finetune; --mode overrides.

@@ -47,6 +47,7 @@ def get_config():
       modulated_layers='', visual=True, spatial=True, dropout=0.2))
 
   config.train = ml_collections.ConfigDict(dict(
+      **default.TRAIN_VALIDATION,
       split='train', sequences='',
       batch_size=8, num_steps=2000, optimizer='adam', learning_rate=3e-4, momentum=0.9,
       schedule='cosine', warmup_steps=100, weight_decay=1e-4, grad_clip=1.0,

@@ -37,6 +37,7 @@ def get_config():
       pretrained=''))
 
   config.train = ml_collections.ConfigDict(dict(
+      **default.TRAIN_VALIDATION,
       split='train', sequences='',
       batch_size=8, num_steps=4000, optimizer='adam', learning_rate=1e-3, momentum=0.9,
       schedule='cosine', warmup_steps=200, weight_decay=1e-4, grad_clip=1.0,

@@ -36,10 +36,13 @@ def get_config():
       dtype='float32'))
 
   config.train = ml_collections.ConfigDict(dict(
+      **default.TRAIN_VALIDATION,
       split='train', sequences='',
       batch_size=4, num_steps=1500, optimizer='adam', learning_rate=1e-3, momentum=0.9,
       schedule='cosine', warmup_steps=50, weight_decay=1e-6, grad_clip=1.0,
       checkpoint_every=250, keep_checkpoints=2, log_every=25,
+      # Slots per training clip (0: model.max_objects); the composites hold 1-3 objects.
+      max_objects=0,
       clip_length=5, crop_size=(256, 256), scale_range=(0.5, 1.0), flip=True,
       colour_jitter=0.2, data_threads=4, data_prefetch=8,
       # The official code trains the backbone at lr 1e-6: frozen here, which also spares its

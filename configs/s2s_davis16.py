@@ -38,6 +38,7 @@ def get_config():
       dtype='float32'))
 
   config.train = ml_collections.ConfigDict(dict(
+      **default.TRAIN_VALIDATION,
       split='train', sequences='',
       batch_size=4, num_steps=1500, optimizer='adam', learning_rate=3e-4, momentum=0.9,
       schedule='cosine', warmup_steps=50, weight_decay=1e-5, grad_clip=1.0,

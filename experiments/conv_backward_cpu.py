@@ -1,6 +1,6 @@
 r"""Times conv gradients on CPU: XLA's own (nn.Conv) against `jvos.models.layers.Conv`.
 
-    PYTHONPATH=. python experiments/conv_backward_cpu.py --repeats=5
+    python experiments/conv_backward_cpu.py --repeats=5
 
 Part 1, per conv of OSVOS-VGG16 at --height x --width with --batch frames: forward, input
 gradient, and the kernel gradient as XLA computes it and as `layers.kernel_grad` does.

@@ -1,6 +1,6 @@
 r"""Benchmark: OSVOS seconds per fine-tune step and per inference frame.
 
-    PYTHONPATH=. python experiments/osvos_speed.py --backbone vgg16 --height 480 --width 854 --steps 5
+    python experiments/osvos_speed.py --backbone vgg16 --height 480 --width 854 --steps 5
 
 Times the real code paths: `jvos.finetune.make_finetune` (the compiled loop; per-step time is
 the loop's time over its steps, compilation excluded) and the jitted forward used to segment

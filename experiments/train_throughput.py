@@ -1,6 +1,6 @@
 r"""Benchmark: parent-training throughput, MFU, input pipeline and memory of `jvos.train`.
 
-    PYTHONPATH=. python experiments/train_throughput.py --davis_root ../shared/data/davis2016 \
+    python experiments/train_throughput.py --davis_root ../shared/data/davis2016 \
         --models vgg16,mobilenet_v2 --widths 1.0,0.5 --dtypes float32,bfloat16 \
         --height 480 --width 854 --batch_size 2
 

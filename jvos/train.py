@@ -273,7 +273,7 @@ def plot_loss_curve(metrics_path: pathlib.Path, png_path: pathlib.Path) -> None:
   """Training loss against step. A resumed run logs again the steps after its checkpoint; for
   each step the newest row wins."""
   rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-  loss_by_step = dict(sorted({row['step']: row['loss'] for row in rows}.items()))
+  loss_by_step = dict(sorted({row['step']: row['loss'] for row in rows if 'loss' in row}.items()))
   figure = Figure(figsize=(6, 4), tight_layout=True)
   axes = figure.add_subplot()
   axes.plot(list(loss_by_step), list(loss_by_step.values()))
@@ -322,7 +322,8 @@ def _check_finite(metrics: list[dict[str, np.ndarray]], first_step: int,
 
 
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: LossFn,
-          init_params: Any, clip_spec: input_pipeline.ClipSpec) -> TrainState:
+          init_params: Any, clip_spec: input_pipeline.ClipSpec,
+          validate: Callable[[int, Any], dict[str, float]] | None = None) -> TrainState:
   """Trains on `config.data` for `train.num_steps` steps, resuming if it can.
 
   Args:
@@ -337,6 +338,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: Los
     loss_fn: `loss_fn(params, batch, rng) -> scalar` (see the module docstring).
     init_params: the parameters to start from; ignored when resuming from a checkpoint.
     clip_spec: how the training clips are sampled.
+    validate: `validate(step, params) -> {name: value}`, run by process 0 every
+      `train.validate_every` steps (and after the last); its values join the training curves.
 
   Returns:
     The final TrainState (replicated over the devices).
@@ -399,6 +402,10 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: Los
       if at_checkpoint:
         save_checkpoint(manager, step, state, iterator)
         last_checkpoint = step
+      if validate is not None and jax.process_index() == 0 and (
+          step % train_config.validate_every == 0 or step == train_config.num_steps):
+        metrics_log.write(step, validate(step, to_host(state.params)))
+        window_start = time.perf_counter()  # Validating is not training time.
   finally:
     progress.close()
     manager.wait_until_finished()

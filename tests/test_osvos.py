@@ -241,12 +241,19 @@ def test_parent_trains_from_the_deeplab_trunk(davis2016_root, weights_dir, tmp_p
        '--config.train.num_steps=12', '--config.train.batch_size=4',
        '--config.train.warmup_steps=2', '--config.train.crop_size=(64, 96)',
        '--config.train.scale_range=(0.8, 1.2)', '--config.train.checkpoint_every=12',
-       '--config.train.log_every=1', '--config.train.data_threads=2', f'--workdir={workdir}'],
+       '--config.train.log_every=1', '--config.train.data_threads=2',
+       '--config.train.validate_every=6', '--config.train.validate_sequences=bear',
+       '--config.train.validate_height=64', f'--workdir={workdir}'],
       cwd=tmp_path, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0'))
   assert result.returncode == 0, result.stderr[-5000:]
   rows = [json.loads(line) for line in (workdir / train.METRICS_FILE).read_text().splitlines()]
-  losses = np.array([row['loss'] for row in rows])
+  losses = np.array([row['loss'] for row in rows if 'loss' in row])
+  # Validation every 6 steps: the parent so far segments bear, scored, beside the curves.
+  validation = {row['step']: row['validation_JF'] for row in rows if 'validation_JF' in row}
+  print('validation J&F', validation)
+  assert sorted(validation) == [6, 12] and all(0 < v < 1 for v in validation.values())
+  assert (workdir / 'validation' / '12' / 'metrics.json').is_file()
   print('losses', np.round(losses, 3))
   assert len(losses) == 12 and np.isfinite(losses).all()
   assert losses[-3:].mean() < 0.6 * losses[:3].mean(), losses

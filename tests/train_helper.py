@@ -2,7 +2,7 @@ r"""What tests/test_train.py trains: a tiny model, its loss, a config, a tiny re
 
 Also a command line, so a test can run (and SIGKILL) training in a separate process:
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=4 PYTHONPATH=. \
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 \
         python tests/train_helper.py --workdir /tmp/run --data /tmp/tiny_davis --steps 12
 
 With --coordinator_address, --num_processes and --process_id, it is one process of a

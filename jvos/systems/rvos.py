@@ -76,8 +76,10 @@ def initial_params(model: rvos.RVOS, model_config: ml_collections.ConfigDict, se
 
 
 def clip(config: ml_collections.ConfigDict) -> ClipSpec:
+  # Slots decoded per training clip: train.max_objects (the objects a clip of the training set
+  # can hold; each slot is a decoder pass per frame, the cost of a step) or else the model's.
   return ClipSpec('consecutive', length=config.train.clip_length,
-                  max_objects=config.model.max_objects)
+                  max_objects=config.train.get('max_objects') or config.model.max_objects)
 
 
 def soft_iou(probabilities: jax.Array, targets: jax.Array, valid: jax.Array) -> jax.Array:
