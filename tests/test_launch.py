@@ -236,3 +236,24 @@ def test_a_killed_segment_run_resumes_at_the_unfinished_video(tmp_path):
                   '--config.data.synthetic.num_videos=3', f'--workdir={workdir}', cwd=tmp_path)
   assert result.returncode == 2
   assert "model.preset: 'medium' -> 'fast'" in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_full_resolution_davis_segments_at_480_and_writes_masks_at_full_size(tmp_path,
+                                                                             davis2016_root):
+  """`data.resolution=Full-Resolution`: 1080p frames (DAVIS dog, 5 frames, upscaled) are
+  segmented at the 480 working height and their masks written at 1920x1080, scored there."""
+  root = tmp_path / 'davis'
+  for kind, suffix, resample in (('JPEGImages', 'jpg', Image.BICUBIC),
+                                 ('Annotations', 'png', Image.NEAREST)):
+    folder = root / kind / 'Full-Resolution' / 'dog'
+    folder.mkdir(parents=True)
+    for path in sorted((davis2016_root / kind / '480p' / 'dog').glob(f'*.{suffix}'))[:5]:
+      Image.open(path).resize((1920, 1080), resample).save(folder / path.name)
+  workdir = tmp_path / 'w'
+  result = launch('--config', str(REPO / 'configs' / 'flow_davis16.py'),
+                  f'--config.data.root={root}', '--config.data.resolution=Full-Resolution',
+                  '--config.data.sequences=dog', f'--workdir={workdir}', cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  masks = sorted((workdir / 'masks' / 'dog').glob('*.png'))
+  assert len(masks) == 5 and all(Image.open(m).size == (1920, 1080) for m in masks)
+  assert json.loads((workdir / 'metrics.json').read_text())['sequences']['dog']['J_mean'] > 0.6
