@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import pathlib
@@ -47,6 +48,9 @@ class Row:
   evaluation_set: str
   config: str
   overrides: tuple[str, ...] = ()
+  # Architecture fields changed in the released weights' model_config.json (test-time
+  # ablations: the trained network with a part switched off), e.g. (('visual', False),).
+  ablate: tuple[tuple[str, object], ...] = ()
 
 
 def _rows() -> list[Row]:
@@ -61,6 +65,9 @@ def _rows() -> list[Row]:
                   ('--config.finetune.steps=0',)))
   both('osvos', 'OSVOS (200 fine-tune steps)', 'configs/osvos_davis16.py')
   both('osmn', 'OSMN', 'configs/osmn_davis16.py')
+  for part in ('visual', 'spatial'):
+    rows.append(Row(f'osmn-no-{part}', f'OSMN without the {part} modulator (at test time)',
+                    'davis16', 'configs/osmn_davis16.py', (), ((part, False),)))
   rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps', 'davis16', 'configs/osmn_davis16.py',
                   ('--config.finetune.steps=50',)))
   both('rvos', 'RVOS one-shot', 'configs/rvos_davis17.py')
@@ -89,6 +96,25 @@ def data_flags(row: Row, davis: pathlib.Path, composites_root: pathlib.Path) -> 
           '--config.data.mask_format=binary']
 
 
+def ablated_weights(row: Row, folder: pathlib.Path) -> pathlib.Path:
+  """The row's config's released weights with `row.ablate` applied to their model config."""
+  released = pathlib.Path(config_weights(row.config))
+  folder.mkdir(parents=True)
+  model_config = json.loads(released.with_name('model_config.json').read_text())
+  model_config.update(dict(row.ablate))
+  (folder / 'model_config.json').write_text(json.dumps(model_config, indent=2) + '\n')
+  (folder / released.name).symlink_to(released)
+  return folder / released.name
+
+
+def config_weights(config_file: str) -> str:
+  """The `weights` a config file names."""
+  spec = importlib.util.spec_from_file_location('row_config', REPO / config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().weights
+
+
 def machine() -> str:
   cpu = next((line.split(':', 1)[1].strip() for line in
               pathlib.Path('/proc/cpuinfo').read_text().splitlines()
@@ -103,6 +129,8 @@ def run(row: Row, davis: pathlib.Path, composites_root: pathlib.Path,
              *data_flags(row, davis, composites_root),
              *(o.format(weights=weights) for o in row.overrides), f'--workdir={workdir}']
   subprocess.run(['rm', '-rf', str(workdir)], check=True)
+  if row.ablate:
+    command.insert(-1, f'--config.weights={ablated_weights(row, workdir / "weights")}')
   print('$', shlex.join(command), flush=True)
   started = datetime.datetime.now()
   subprocess.run(command, cwd=REPO, check=True)
