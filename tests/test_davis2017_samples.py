@@ -28,16 +28,18 @@ HEIGHT = 128  # Working height, as a user's 480 but cheaper.
 # flow, which compiles nothing, on all 31.
 VARIED = ('choreography', 'vietnam', 'turtle', 'tackle', 'tennis')
 # Fraction of the objects each system must find on frame 1 (IoU > 0.3). Seen, with the
-# released weights: flow 0.99 (94 objects), rvos 0.80, osmn 0.30, s2s SEEN_S2S (20 objects each),
+# released weights: flow 0.99 (94 objects), rvos 0.80, osmn 0.30, s2s 0.30 (20 objects each),
 # osvos fine-tuned 100 steps 0.89 (9 objects).
-FOUND = {'flow': 0.9, 'rvos': 0.6, 'osmn': 0.2, 's2s': 0.0, 'osvos': 0.6}
+FOUND = {'flow': 0.9, 'rvos': 0.6, 'osmn': 0.2, 's2s': 0.15, 'osvos': 0.6}
 
 
 def system_config(name: str):
   from configs import default, osmn_davis16, rvos_davis17, s2s_davis16  # pylint: disable=g-import-not-at-top,g-multiple-import
   config = {'flow': default, 'osmn': osmn_davis16, 'rvos': rvos_davis17,
             's2s': s2s_davis16}[name].get_config()
-  config.segment.max_height = HEIGHT
+  # S2S's state starts at 1/32 of the frame: at 128 rows that is 4 rows, too coarse to hold
+  # an object (it found none of the 20); it runs at 256.
+  config.segment.max_height = 2 * HEIGHT if name == 's2s' else HEIGHT
   return config
 
 
@@ -96,7 +98,8 @@ def found_objects(segmenter, dataset, height: int, masks_dir: pathlib.Path) -> n
 def test_one_shot_system_follows_every_object_of_real_first_frames(name, sample_clips, tmp_path):
   config = system_config(name)
   dataset = clips(sample_clips, () if name == 'flow' else VARIED)
-  ious = found_objects(systems.build_segmenter(config), dataset, HEIGHT, tmp_path / 'masks')
+  ious = found_objects(systems.build_segmenter(config), dataset, config.segment.max_height,
+                       tmp_path / 'masks')
   print(name, f'{len(ious)} objects: mean IoU {ious.mean():.3f}, found (IoU > 0.3) '
         f'{(ious > 0.3).mean():.2f}')
   assert (ious > 0.3).mean() > FOUND[name], ious

@@ -54,8 +54,8 @@ def read_results(video: Video, masks_dir: pathlib.Path, frame_names: Sequence[st
   not the ground truth's, or an object id outside `allowed_ids` (`why_not` says why) fails
   with the file named instead of a wrong score.
   """
-  masks = []
-  for name in frame_names:
+  masks = None  # Filled in place: a list then np.stack would hold every mask twice.
+  for t, name in enumerate(frame_names):
     path = result_path(masks_dir, video, name)
     labels = read_label_map(path, video.binary)
     gt_path = video.annotation_paths[name]
@@ -69,8 +69,10 @@ def read_results(video: Video, masks_dir: pathlib.Path, frame_names: Sequence[st
     if extra:
       raise InputError(f'Mask {path} holds object id {extra[0]}, but {why_not}. Fix the '
                        'method output, or re-run `--mode segment`.')
-    masks.append(labels)
-  return np.stack(masks)
+    if masks is None:
+      masks = np.empty((len(frame_names), *labels.shape), np.uint8)
+    masks[t] = labels
+  return masks
 
 
 def check_annotated(video: Video, frame_names: Sequence[str]) -> None:
