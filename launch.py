@@ -28,6 +28,7 @@ from jvos import postprocess
 from jvos import report
 from jvos.evaluation import results as evaluation_results
 from jvos.data import build_dataset
+from jvos import errors
 from jvos.errors import InputError
 
 def _env_int(name: str) -> int | None:
@@ -103,17 +104,11 @@ def run_evaluate(config, workdir: pathlib.Path, dataset=None) -> None:
                  metrics['F_mean'], workdir / 'metrics.json')
 
 
-# Counts a user may set on the command line: each must be at least 1 (or 0, below) where the
-# config has it; checked once here so a bad one fails before any work, naming the field.
-POSITIVE_FIELDS = ('train.batch_size', 'train.num_steps', 'train.checkpoint_every',
-                   'train.log_every', 'train.clip_length', 'finetune.batch_size',
-                   'model.max_objects', 'model.hidden', 'model.guide_size', 'segment.references')
-NON_NEGATIVE_FIELDS = ('finetune.steps', 'segment.max_height', 'train.warmup_steps')
 TASKS = ('semi-supervised', 'unsupervised')
 
 
 def check_config(config) -> None:
-  """One clear error for a config value no job can run with."""
+  """One clear error, before any work, for a config value no job can run with."""
   if config.task not in TASKS:
     raise InputError(f'task={config.task!r}; use --config.task=semi-supervised (one-shot: the '
                      'first frame\'s masks are given) or unsupervised (zero-shot).')
@@ -122,12 +117,7 @@ def check_config(config) -> None:
     raise InputError(f'model.name={config.model.name!r} is one-shot and needs the first frame\'s '
                      'mask: pass --config.data.mask=<png>, or segment zero-shot with '
                      '--config configs/demo_video.py:cosnet (or :rvos_zeroshot).')
-  for fields, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
-    for field in fields:
-      section, _, name = field.partition('.')
-      value = config.get(section, {}).get(name)
-      if isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
-        raise InputError(f'{field}={value}: it must be at least {least}; set --config.{field}.')
+  errors.check_counts(config)  # Before any work, rather than when each count is used.
 
 
 def require_section(config, section: str, mode: str) -> None:

@@ -1,4 +1,4 @@
-"""The one error type users see.
+"""The one error type users see, and the config counts every job checks.
 
 Anything wrong with what the user gave us (a path, a mask, a config value) raises `InputError`
 with a message that names the file and says how to fix it. `launch.py` prints that message and
@@ -8,3 +8,33 @@ exits with status 2 instead of a traceback; everything else is a bug and keeps i
 
 class InputError(Exception):
   """Bad user input: the message names the offending file or value and the fix."""
+
+
+# Config counts and the least value each may take, wherever a config has them. Checked by the
+# code that uses them (the trainer, the fine-tuner) and, for a whole config before any work,
+# by launch.py. Counts whose limits depend on a system (model.hidden, segment.references...)
+# are checked by that system.
+LEAST_VALUES = {
+    'train.batch_size': 1, 'train.num_steps': 1, 'train.checkpoint_every': 1,
+    'train.keep_checkpoints': 1, 'train.log_every': 1, 'train.warmup_steps': 0,
+    'finetune.steps': 0, 'finetune.batch_size': 1, 'segment.max_height': 0,
+}
+
+
+def check_counts(config, section: str = '') -> None:
+  """Fails, naming the field, on a count below its least value (LEAST_VALUES).
+
+  Args:
+    config: a whole config, or with `section` only that section of one (e.g. config.train).
+    section: the section `config` is ('train', 'finetune'...); empty: a whole config.
+  """
+  for field, least in LEAST_VALUES.items():
+    field_section, _, name = field.partition('.')
+    if section:
+      if field_section != section:
+        continue
+      value = config.get(name)
+    else:
+      value = config.get(field_section, {}).get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+      raise InputError(f'{field}={value}: it must be at least {least}; set --config.{field}.')

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jvos import train
-from jvos.errors import InputError
+from jvos import errors
 
 
 def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
@@ -112,8 +112,7 @@ class ObjectFinetuner:
   """
 
   def __init__(self, loss_fn, config, make_batch, seed: int, params: Any):
-    if config.steps < 0:
-      raise InputError(f'finetune.steps={config.steps} must be 0 (no fine-tuning) or more.')
+    errors.check_counts(config, 'finetune')
     self.seed = seed
     self._run = None
     if config.steps:

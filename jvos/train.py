@@ -49,6 +49,7 @@ import orbax.checkpoint as ocp
 import tensorboardX
 import tqdm
 
+from jvos import errors
 from jvos import input_pipeline
 from jvos.data import build_dataset
 from jvos.errors import InputError
@@ -135,13 +136,6 @@ def make_optimizer(train_config: ml_collections.ConfigDict, schedule: optax.Sche
     optimizer = optax.multi_transform({'trained': optimizer, 'frozen': optax.set_to_zero()},
                                       labels)
   return optimizer
-
-
-def check_train_config(train_config: ml_collections.ConfigDict) -> None:
-  """Fails before any work on counts that must be positive."""
-  for name in ('batch_size', 'num_steps', 'checkpoint_every', 'keep_checkpoints', 'log_every'):
-    if train_config[name] < 1:
-      raise InputError(f'train.{name}={train_config[name]!r} must be a positive integer.')
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -345,7 +339,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path, loss_fn: Los
     The final TrainState (replicated over the devices).
   """
   train_config = config.train
-  check_train_config(train_config)
+  errors.check_counts(train_config, 'train')
   workdir = pathlib.Path(workdir)
   mesh = make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
