@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.util
+import importlib
 import json
 import os
 import pathlib
@@ -108,11 +108,8 @@ def ablated_weights(row: Row, folder: pathlib.Path) -> pathlib.Path:
 
 
 def config_weights(config_file: str) -> str:
-  """The `weights` a config file names."""
-  spec = importlib.util.spec_from_file_location('row_config', REPO / config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config().weights
+  """The `weights` a config file (configs/<name>.py) names."""
+  return importlib.import_module(f'configs.{pathlib.Path(config_file).stem}').get_config().weights
 
 
 def machine() -> str:

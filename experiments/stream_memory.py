@@ -16,11 +16,10 @@ import sys
 import tempfile
 import time
 
+from configs.demo_video import SYSTEM_CONFIGS
 from jvos.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = {'osmn': 'osmn_davis16', 'rvos': 'rvos_davis17', 's2s': 's2s_davis16',
-           'osvos': 'osvos_davis16', 'flow': 'flow_davis16'}
 # Measured in a child that only runs launch.py, so each peak is that run's own.
 _CHILD = ('import resource, runpy, sys\n'
           'sys.argv = sys.argv[1:]\n'
@@ -42,7 +41,7 @@ def main() -> None:
                                               240, 320, 2, 0)
       for system in args.systems.split(','):
         command = [sys.executable, '-c', _CHILD, str(REPO / 'launch.py'), '--config',
-                   str(REPO / 'configs' / f'{CONFIGS[system]}.py'), '--mode', 'segment',
+                   str(REPO / 'configs' / f'{SYSTEM_CONFIGS[system]}.py'), '--mode', 'segment',
                    f'--config.data.root={root}', '--config.data.mask_format=palette',
                    f'--workdir={pathlib.Path(tmp) / f"{system}_{frames}"}']
         start = time.perf_counter()
