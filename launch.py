@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from jvos import evaluation
 from jvos import postprocess
 from jvos import report
+from jvos import temporal_prior
 from jvos.evaluation import results as evaluation_results
 from jvos.data import build_dataset
 from jvos import errors
@@ -72,7 +73,7 @@ def run_segment(config, workdir: pathlib.Path) -> None:
   from jvos import segment, systems  # pylint: disable=import-outside-toplevel
   dataset = build_dataset(config.data, workdir)
   refine = postprocess.postprocess(config.get('postprocess'))
-  segmenter = systems.build_segmenter(config)
+  segmenter = temporal_prior.wrap(config.get('temporal_prior'), systems.build_segmenter(config))
   masks_dir = workdir / 'masks'
   finished = segment.completed_videos(masks_dir, segment_record(config))
   timing = segment.segment_dataset(
@@ -117,6 +118,10 @@ def check_config(config) -> None:
     raise InputError(f'model.name={config.model.name!r} is one-shot and needs the first frame\'s '
                      'mask: pass --config.data.mask=<png>, or segment zero-shot with '
                      '--config configs/demo_video.py:cosnet (or :rvos_zeroshot).')
+  prior = config.get('temporal_prior', {}).get('method', 'none')
+  if config.task == 'unsupervised' and prior != 'none':
+    raise InputError(f'temporal_prior.method={prior!r} follows the given first masks, which the '
+                     'unsupervised task has none of; set --config.temporal_prior.method=none.')
   errors.check_counts(config)  # Before any work, rather than when each count is used.
 
 
@@ -169,7 +174,8 @@ def validation(config, workdir: pathlib.Path, system, model):
 
   def validate(step: int, params) -> dict[str, float]:
     out = workdir / 'validation' / str(step)
-    segmenter = system.build_segmenter(segment_config, model, params)
+    segmenter = temporal_prior.wrap(segment_config.get('temporal_prior'),
+                                    system.build_segmenter(segment_config, model, params))
     segment.segment_dataset(segmenter, dataset, out / 'masks', task=config.task,
                             max_height=config.train.validate_height)
     metrics = evaluation.evaluate(dataset, out / 'masks', out, task=config.task, workers=1)

@@ -12,6 +12,7 @@ on the command line with --config.<field>=<value>.
 import ml_collections
 
 from jvos import postprocess
+from jvos import temporal_prior
 
 
 # Validation while training, shared by every trainable system's `train` section: every
@@ -53,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Refinement of every method's per-object scores before they are merged: the dense CRF
   # (postprocess.crf=True); the fields are documented in jvos/postprocess.py (CRFParams).
   config.postprocess = postprocess.default_config()
+  # One-shot systems: each object's scores kept near its previous mask (method mask | flow;
+  # none: off); the fields are documented in jvos/temporal_prior.py.
+  config.temporal_prior = temporal_prior.default_config()
 
   config.output = ml_collections.ConfigDict()
   config.output.overlays = False  # Also write <workdir>/overlays/<video>/<frame>.jpg.

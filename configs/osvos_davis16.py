@@ -53,4 +53,8 @@ def get_config():
   # DAVIS-2016 val sequences; 0.698 at 360 rows and 0.633 at 240, with 300 steps:
   # experiments/results_davis16_val.md) and keeps the 2-minute budget per 50 frames.
   config.segment.max_height = 480
+  # Test-time augmentation: also score the mirrored frame (flip) and resized copies (scales:
+  # factors of the working size), averaging the probabilities.
+  config.segment.flip = False
+  config.segment.scales = (1.0,)
   return config

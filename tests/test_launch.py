@@ -140,6 +140,17 @@ def test_config_values_no_job_can_run_with_name_the_field(override, message):
     launch_module.check_config(config)
 
 
+def test_a_temporal_prior_in_the_zero_shot_task_is_refused():
+  import launch as launch_module  # pylint: disable=import-outside-toplevel
+  from configs import cosnet_davis16  # pylint: disable=import-outside-toplevel
+  from jvos.errors import InputError  # pylint: disable=import-outside-toplevel
+  config = cosnet_davis16.get_config()
+  launch_module.check_config(config)
+  config.temporal_prior.method = 'flow'
+  with pytest.raises(InputError, match="temporal_prior.method='flow' follows the given first"):
+    launch_module.check_config(config)
+
+
 def test_demo_on_a_users_video_file_writes_masks_and_overlays(tmp_path, davis2016_root):
   import cv2  # pylint: disable=g-import-not-at-top
   frames = sorted((davis2016_root / 'JPEGImages' / '480p' / 'dog').glob('*.jpg'))[:8]

@@ -1,5 +1,6 @@
 """OSVOS: the network, its loss, online fine-tuning as one compiled loop, and that it pays."""
 
+import functools
 import json
 import os
 import pathlib
@@ -170,7 +171,8 @@ def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_v
 def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_video, tmp_path):
   model = small_osvos()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
-  config = ml_collections.ConfigDict(dict(finetune=FINETUNE, seed=0))
+  config = ml_collections.ConfigDict(dict(finetune=FINETUNE, seed=0,
+                                         segment=dict(flip=False, scales=(1.0,))))
   segmenter = osvos_system.FinetuneSegmenter(model, params, config)
   segment_video(segmenter, synthetic_video, tmp_path, 'semi-supervised')
   from jvos.data.video import read_label_map  # pylint: disable=g-import-not-at-top
@@ -339,3 +341,32 @@ def test_released_parent_in_bfloat16_segments_as_in_float32(davis2016_root):
                                      probabilities['bfloat16'], truths):
     assert iou(bf16 > 0.5, f32 > 0.5) > 0.85, video.name
     assert iou(bf16 > 0.5, truth) > iou(f32 > 0.5, truth) - 0.08, video.name
+
+
+def test_test_time_augmentation_averages_mirrored_and_resized_views():
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  image = jax.random.uniform(jax.random.PRNGKey(1), (48, 72, 3), maxval=255.0)
+  plain = osvos.probabilities(model.apply({'params': params}, image[None]))[0]
+  averaged = functools.partial(osvos_system.averaged_probabilities, model, params)
+  np.testing.assert_allclose(averaged(image, flip=False, scales=(1.0,)), plain, atol=1e-6)
+  flipped = osvos.probabilities(model.apply({'params': params}, image[None, :, ::-1]))[0]
+  np.testing.assert_allclose(averaged(image, flip=True, scales=(1.0,)),
+                             (plain + flipped[:, ::-1]) / 2, atol=1e-6)
+  # Flip-averaging makes the answer mirror-equivariant, which the network alone is not.
+  with_flip = averaged(image, flip=True, scales=(1.0,))
+  np.testing.assert_allclose(averaged(image[:, ::-1], flip=True, scales=(1.0,)),
+                             with_flip[:, ::-1], atol=1e-6)
+  assert float(jnp.abs(flipped[:, ::-1] - plain).max()) > 1e-3
+  # Another scale is scored at its own size and brought back to the frame's.
+  two_scales = averaged(image, flip=False, scales=(1.0, 1.5))
+  assert two_scales.shape == plain.shape
+  assert float(jnp.abs(two_scales - plain).max()) > 1e-4
+
+
+@pytest.mark.parametrize('field, value', [('flip', 'yes'), ('scales', ()), ('scales', (1.0, 9.0)),
+                                          ('scales', 'big')])
+def test_bad_test_time_augmentation_values_fail_naming_the_field(field, value):
+  section = ml_collections.ConfigDict({'flip': False, 'scales': (1.0,), field: value})
+  with pytest.raises(InputError, match=f'segment.{field}'):
+    osvos_system.tta_settings(section)

@@ -18,7 +18,7 @@ from jvos.errors import InputError
 from jvos.segment import VideoInput
 from jvos.systems import System
 
-_PRESETS = {'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+PRESETS = {'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
             'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
             'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
@@ -44,13 +44,13 @@ class FlowPropagation:
   """Segmenter: the given masks carried forward by optical flow."""
 
   def __init__(self, preset: str = 'medium'):
-    if preset not in _PRESETS:
-      raise InputError(f'model.preset={preset!r}; use one of {sorted(_PRESETS)}.')
+    if preset not in PRESETS:
+      raise InputError(f'model.preset={preset!r}; use one of {sorted(PRESETS)}.')
     self.preset = preset
 
   def start(self, video: VideoInput) -> _State:
     masks = np.zeros((video.num_objects, *video.working_size), np.float32)
-    return _State(cv2.DISOpticalFlow_create(_PRESETS[self.preset]), None, masks)
+    return _State(cv2.DISOpticalFlow_create(PRESETS[self.preset]), None, masks)
 
   def step(self, state: _State, frame: np.ndarray) -> tuple[_State, np.ndarray]:
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)

@@ -89,6 +89,44 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
   return {'image': images[:, None], 'labels': masks[:, None]}
 
 
+def averaged_probabilities(model: osvos.OSVOS, params: Any, image: jax.Array, flip: bool,
+                           scales: Sequence[float]) -> jax.Array:
+  """(H, W) foreground probabilities of one image, averaged over test-time augmentations.
+
+  Each scale resizes the image (bilinear) before the network and the probabilities back after
+  it; with `flip`, the mirrored image is scored too and its answer mirrored back. One batch per
+  scale, so a flip costs one more image in the same call. scales=(1.0,), flip=False: the
+  network's own answer.
+  """
+  height, width = image.shape[:2]
+  total = jnp.zeros((height, width), jnp.float32)
+  for scale in scales:
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    scaled = image if size == (height, width) else jax.image.resize(image, (*size, 3), 'linear')
+    views = jnp.stack([scaled, scaled[:, ::-1]]) if flip else scaled[None]
+    maps = osvos.probabilities(model.apply({'params': params}, views))
+    if flip:
+      maps = jnp.stack([maps[0], maps[1][:, ::-1]])
+    if size != (height, width):
+      maps = jax.image.resize(maps, (len(maps), height, width), 'linear')
+    total = total + maps.sum(0)
+  return total / (len(scales) * (2 if flip else 1))
+
+
+def tta_settings(segment_config: ml_collections.ConfigDict) -> tuple[bool, tuple[float, ...]]:
+  """segment.flip and segment.scales, checked: (flip, scales)."""
+  flip, scales = segment_config.flip, segment_config.scales
+  if not isinstance(flip, bool):
+    raise InputError(f'segment.flip={flip!r}: use True or False.')
+  if isinstance(scales, (int, float)):
+    scales = (scales,)
+  if (not isinstance(scales, (tuple, list)) or not scales
+      or not all(isinstance(s, (int, float)) and 0.25 <= s <= 4 for s in scales)):
+    raise InputError(f'segment.scales={scales!r}: use a tuple of image scales in [0.25, 4], e.g. '
+                     '--config.segment.scales="(1.0, 0.75)" (1.0: the frame as it is).')
+  return flip, tuple(float(s) for s in scales)
+
+
 class FinetuneSegmenter:
   """Segmenter: fine-tune the parent on each object's given mask, then score every frame.
 
@@ -104,7 +142,8 @@ class FinetuneSegmenter:
         functools.partial(loss, model), config.finetune,
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
-    predict = lambda p, image: osvos.probabilities(model.apply({'params': p}, image[None]))[0]
+    flip, scales = tta_settings(config.segment)
+    predict = functools.partial(averaged_probabilities, model, flip=flip, scales=scales)
     self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
 
   def start(self, video: VideoInput) -> Any:

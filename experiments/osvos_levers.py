@@ -1,0 +1,151 @@
+r"""OSVOS's test-time levers on DAVIS-2016 val, alone and together, each sequence fine-tuned once.
+
+    python experiments/osvos_levers.py --davis ../shared/data/davis2016 --out runs/osvos_levers
+
+The levers here (test-time augmentation, the temporal prior, the dense CRF) change nothing in
+fine-tuning, so each sequence is fine-tuned once, as `launch.py` does it, and every row then
+segments from those parameters through the runner with its own config: the TTA rows score the
+frames with the segmenter built from their `segment` section; the prior and CRF rows replay the
+scores of their TTA variant through `jvos.temporal_prior.wrap` and `jvos.postprocess`, exactly
+the path `launch.py` takes. A row's seconds per sequence are what `launch.py` would spend:
+fine-tuning + scoring its TTA variant + its replay (prior, CRF, resizing and writing masks).
+Writes <out>/<row>/metrics.json for every row and experiments/results/osvos_levers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+from configs import osvos_davis16
+from jvos import evaluation
+from jvos import postprocess
+from jvos import segment
+from jvos import systems
+from jvos import temporal_prior
+from jvos.data import build_dataset
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goat',
+       'horsejump-high', 'motocross-jump', 'paragliding-launch', 'soapbox')
+TTA = {'none': dict(flip=False, scales=(1.0,)),
+       'flip': dict(flip=True, scales=(1.0,)),
+       'flip+1.25': dict(flip=True, scales=(1.0, 1.25))}
+# Row -> (TTA variant, config overrides).
+ROWS = {
+    'default': ('none', {}),
+    'flip': ('flip', {}),
+    'flip+1.25': ('flip+1.25', {}),
+    'prior-mask': ('none', {'temporal_prior.method': 'mask'}),
+    'prior-flow': ('none', {'temporal_prior.method': 'flow'}),
+    'prior-flow-soft': ('none', {'temporal_prior.method': 'flow', 'temporal_prior.floor': 0.3}),
+    'prior-flow-wide': ('none', {'temporal_prior.method': 'flow',
+                                 'temporal_prior.relative_radius': 0.5}),
+    'prior-flow-tight': ('none', {'temporal_prior.method': 'flow',
+                                  'temporal_prior.relative_radius': 0.1}),
+    'crf': ('none', {'postprocess.crf': True}),
+    'prior-flow+crf': ('none', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+    'flip+prior-flow': ('flip', {'temporal_prior.method': 'flow'}),
+    'flip+prior-flow+crf': ('flip', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+}
+
+
+class Replay:
+  """A segmenter that answers with scores computed before, frame by frame, in order."""
+
+  def __init__(self, scores: list[np.ndarray]):
+    self.scores = scores
+
+  def start(self, video):
+    del video
+    return iter(self.scores)
+
+  def step(self, state, frame):
+    del frame
+    return state, next(state)
+
+  def add_objects(self, state, frame, slots, masks):
+    del frame, slots, masks
+    return state
+
+
+def row_config(base, tta: str, overrides: dict):
+  config = base.copy_and_resolve_references()
+  config.segment.update(TTA[tta])
+  for field, value in overrides.items():
+    section, name = field.split('.')
+    config[section][name] = value
+  return config
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--davis', required=True, help='DAVIS-2016 root.')
+  parser.add_argument('--out', default='runs/osvos_levers')
+  parser.add_argument('--sequences', default=','.join(VAL))
+  parser.add_argument('--rows', default=','.join(ROWS), help='Comma-separated rows of ROWS.')
+  parser.add_argument('--steps', type=int, default=None,
+                      help="finetune.steps (default: the config's).")
+  parser.add_argument('--record', default=str(REPO / 'experiments' / 'results' /
+                                              'osvos_levers.json'))
+  parser.add_argument('--note', default='', help='The machine and what else ran on it.')
+  args = parser.parse_args()
+  rows = {name: ROWS[name] for name in args.rows.split(',')}
+  out = pathlib.Path(args.out)
+  base = osvos_davis16.get_config()
+  if args.steps is not None:
+    base.finetune.steps = args.steps
+  base.data.root, base.data.sequences = str(pathlib.Path(args.davis).resolve()), args.sequences
+  dataset = build_dataset(base.data, out)
+  segmenters = {tta: systems.build_segmenter(row_config(base, tta, {}))
+                for tta in {tta for tta, _ in rows.values()}}
+  tuner = segmenters.get('none') or next(iter(segmenters.values()))
+  seconds = {row: {} for row in rows}
+  for video in dataset:
+    view, _ = segment.video_input(video, base.task, base.segment.max_height)
+    start = time.perf_counter()
+    state = tuner.start(view)
+    state = tuner.add_objects(state, view.frame(0), list(view.given),
+                              np.stack([mask for _, mask in view.given.values()]))
+    tune_s = time.perf_counter() - start
+    for tta, segmenter in segmenters.items():
+      start = time.perf_counter()
+      scores = [segmenter.step(state, view.frame(t))[1] for t in range(1, len(view))]
+      score_s = time.perf_counter() - start
+      for row, (row_tta, overrides) in rows.items():
+        if row_tta != tta:
+          continue
+        config = row_config(base, tta, overrides)
+        runner = temporal_prior.wrap(config.temporal_prior, Replay(scores))
+        start = time.perf_counter()
+        segment.segment_video(runner, video, out / row / 'masks' / video.name, config.task,
+                              config.segment.max_height,
+                              postprocess=postprocess.postprocess(config.postprocess))
+        seconds[row][video.name] = tune_s + score_s + time.perf_counter() - start
+        print(f'{video.name} {row}: {seconds[row][video.name]:.1f} s', flush=True)
+  kept = {}
+  for row, (tta, overrides) in rows.items():
+    metrics = evaluation.evaluate(dataset, out / row / 'masks', out / row, base.task)
+    kept[row] = dict(tta=TTA[tta], overrides=overrides, seconds=seconds[row],
+                     **{k: metrics[k] for k in ('JF_mean', 'J_mean', 'F_mean')},
+                     per_sequence={name: s['JF_mean'] for name, s in metrics['sequences'].items()})
+    print(f'{row}: J&F {metrics["JF_mean"]:.3f} J {metrics["J_mean"]:.3f} '
+          f'F {metrics["F_mean"]:.3f}, {np.mean(list(seconds[row].values())):.0f} s/sequence')
+  record = pathlib.Path(args.record)
+  previous = json.loads(record.read_text())['rows'] if record.is_file() else {}
+  machine = f'{platform.processor() or platform.machine()}, {args.note}'
+  record.write_text(json.dumps(dict(
+      command=' '.join(['python', *sys.argv]), date=datetime.date.today().isoformat(),
+      machine=machine, finetune_steps=base.finetune.steps, rows={**previous, **kept}),
+      indent=1) + '\n')
+
+
+if __name__ == '__main__':
+  main()
