@@ -6,8 +6,25 @@ exits with status 2 instead of a traceback; everything else is a bug and keeps i
 """
 
 
+import ml_collections
+
+
 class InputError(Exception):
   """Bad user input: the message names the offending file or value and the fix."""
+
+
+def with_defaults(section, defaults: ml_collections.ConfigDict,
+                  name: str) -> ml_collections.ConfigDict:
+  """Config section `name` with the fields it lacks taken from `defaults`.
+
+  Fails on a field `defaults` does not have, listing the ones it does: a misspelt field would
+  otherwise be ignored in silence.
+  """
+  unknown = sorted(set(section.keys()) - set(defaults.keys()))
+  if unknown:
+    raise InputError(f'Unknown field {name}.{unknown[0]}; the fields are '
+                     f'{", ".join(sorted(defaults.keys()))}.')
+  return ml_collections.ConfigDict(defaults.to_dict() | dict(section.items()))
 
 
 # Config counts and the least value each may take, wherever a config has them. Checked by the

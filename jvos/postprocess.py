@@ -67,7 +67,7 @@ import ml_collections
 import numpy as np
 import scipy.sparse
 
-from jvos.errors import InputError
+from jvos.errors import InputError, with_defaults
 
 PostProcess = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -137,12 +137,7 @@ def crf_params(section: ml_collections.ConfigDict) -> CRFParams:
   Raises InputError for an unknown field (a typo would otherwise be ignored in silence) and
   for a value out of range, naming the field and a value that works.
   """
-  defaults = default_config()
-  unknown = sorted(set(section.keys()) - set(defaults.keys()))
-  if unknown:
-    raise InputError(f'Unknown field postprocess.{unknown[0]}; the fields are '
-                     f'{", ".join(sorted(defaults.keys()))}.')
-  section = ml_collections.ConfigDict(defaults.to_dict() | dict(section.items()))
+  section = with_defaults(section, default_config(), 'postprocess')
   return CRFParams(
       iterations=_whole(section, 'crf_iterations'),
       gaussian_sxy=_number(section, 'crf_gaussian_sxy', positive=True),

@@ -30,7 +30,7 @@ import cv2
 import ml_collections
 import numpy as np
 
-from jvos.errors import InputError
+from jvos.errors import InputError, with_defaults
 from jvos.segment import VideoInput, merge_scores
 
 METHODS = ('none', 'mask', 'flow')
@@ -116,11 +116,7 @@ def wrap(section: ml_collections.ConfigDict | None, segmenter: Any) -> Any:
   if section is None:
     return segmenter
   defaults = default_config()
-  unknown = sorted(set(section.keys()) - set(defaults.keys()))
-  if unknown:
-    raise InputError(f'Unknown field temporal_prior.{unknown[0]}; the fields are '
-                     f'{", ".join(sorted(defaults.keys()))}.')
-  section = ml_collections.ConfigDict(defaults.to_dict() | dict(section.items()))
+  section = with_defaults(section, defaults, 'temporal_prior')
   if section.method not in METHODS:
     raise InputError(f'temporal_prior.method={section.method!r}; use one of {METHODS} '
                      '(none: off).')
