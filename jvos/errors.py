@@ -5,6 +5,7 @@ with a message that names the file and says how to fix it. `launch.py` prints th
 exits with status 2 instead of a traceback; everything else is a bug and keeps its traceback.
 """
 
+import math
 
 import ml_collections
 
@@ -25,6 +26,23 @@ def with_defaults(section, defaults: ml_collections.ConfigDict,
     raise InputError(f'Unknown field {name}.{unknown[0]}; the fields are '
                      f'{", ".join(sorted(defaults.keys()))}.')
   return ml_collections.ConfigDict(defaults.to_dict() | dict(section.items()))
+
+
+def number(section: ml_collections.ConfigDict, name: str, field: str,
+           defaults: ml_collections.ConfigDict, low: float, high: float = math.inf,
+           whole: bool = False, above: bool = False, hint: str = '') -> float | int:
+  """section.field, checked to be a number (an int if `whole`) in [low, high] (> low if
+  `above`), or an InputError naming `name.field`, the range and the default as a value that
+  works (plus `hint`).
+  """
+  value = section[field]
+  ok = (not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        and math.isfinite(value) and (value > low if above else value >= low) and value <= high)
+  if not ok:
+    bound = f'{">" if above else ">="} {low}' if high == math.inf else f'in [{low}, {high}]'
+    raise InputError(f'{name}.{field}={value!r}: use {"a whole number" if whole else "a number"} '
+                     f'{bound}, e.g. --config.{name}.{field}={defaults[field]}{hint}.')
+  return value
 
 
 # Config counts and the least value each may take, wherever a config has them. Checked by the

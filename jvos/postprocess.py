@@ -67,6 +67,7 @@ import ml_collections
 import numpy as np
 import scipy.sparse
 
+from jvos import errors
 from jvos.errors import InputError, with_defaults
 
 PostProcess = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -109,43 +110,24 @@ def default_config() -> ml_collections.ConfigDict:
       crf=False, **{f'crf_{f.name}': f.default for f in dataclasses.fields(CRFParams)}))
 
 
-def _whole(section: ml_collections.ConfigDict, field: str) -> int:
-  """section.field as an int >= 1, or an InputError naming postprocess.field and the fix."""
-  value = section[field]
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    off = ' (to switch the CRF off, set postprocess.crf=False)' if field == 'crf_iterations' else ''
-    raise InputError(f'postprocess.{field}={value!r}: use a whole number >= 1, e.g. '
-                     f'--config.postprocess.{field}={default_config()[field]}{off}.')
-  return value
-
-
-def _number(section: ml_collections.ConfigDict, field: str, positive: bool) -> float:
-  """section.field as a float > 0 (or >= 0), or an InputError naming the field and the fix."""
-  value = section[field]
-  bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
-  if not bad:
-    bad = value <= 0 if positive else value < 0
-  if bad:
-    raise InputError(f'postprocess.{field}={value!r}: use a number {">" if positive else ">="} '
-                     f'0, e.g. --config.postprocess.{field}={default_config()[field]}.')
-  return float(value)
-
-
 def crf_params(section: ml_collections.ConfigDict) -> CRFParams:
   """Validated CRF parameters from a `postprocess` section (fields it lacks take the defaults).
 
   Raises InputError for an unknown field (a typo would otherwise be ignored in silence) and
   for a value out of range, naming the field and a value that works.
   """
-  section = with_defaults(section, default_config(), 'postprocess')
+  defaults = default_config()
+  section = with_defaults(section, defaults, 'postprocess')
+  check = functools.partial(errors.number, section, 'postprocess', defaults=defaults, low=0)
   return CRFParams(
-      iterations=_whole(section, 'crf_iterations'),
-      gaussian_sxy=_number(section, 'crf_gaussian_sxy', positive=True),
-      gaussian_compat=_number(section, 'crf_gaussian_compat', positive=False),
-      bilateral_sxy=_number(section, 'crf_bilateral_sxy', positive=True),
-      bilateral_srgb=_number(section, 'crf_bilateral_srgb', positive=True),
-      bilateral_compat=_number(section, 'crf_bilateral_compat', positive=False),
-      bilateral_stride=_whole(section, 'crf_bilateral_stride'))
+      iterations=check('crf_iterations', low=1, whole=True,
+                       hint=' (to switch the CRF off, set postprocess.crf=False)'),
+      gaussian_sxy=float(check('crf_gaussian_sxy', above=True)),
+      gaussian_compat=float(check('crf_gaussian_compat')),
+      bilateral_sxy=float(check('crf_bilateral_sxy', above=True)),
+      bilateral_srgb=float(check('crf_bilateral_srgb', above=True)),
+      bilateral_compat=float(check('crf_bilateral_compat')),
+      bilateral_stride=check('crf_bilateral_stride', low=1, whole=True))
 
 
 def postprocess(section: ml_collections.ConfigDict | None) -> PostProcess:

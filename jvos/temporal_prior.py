@@ -30,6 +30,7 @@ import cv2
 import ml_collections
 import numpy as np
 
+from jvos import errors
 from jvos.errors import InputError, with_defaults
 from jvos.segment import VideoInput, merge_scores
 
@@ -120,12 +121,8 @@ def wrap(section: ml_collections.ConfigDict | None, segmenter: Any) -> Any:
   if section.method not in METHODS:
     raise InputError(f'temporal_prior.method={section.method!r}; use one of {METHODS} '
                      '(none: off).')
-  for field, low, high in (('radius', 0, np.inf), ('relative_radius', 0, np.inf),
-                           ('floor', 0, 1)):
-    value = section[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-      raise InputError(f'temporal_prior.{field}={value!r}: use a number in [{low}, {high}], '
-                       f'e.g. --config.temporal_prior.{field}={defaults[field]}.')
+  for field, high in (('radius', np.inf), ('relative_radius', np.inf), ('floor', 1)):
+    errors.number(section, 'temporal_prior', field, defaults, low=0, high=high)
   if section.method == 'none':
     return segmenter
   return TemporalPrior(segmenter, section.method, float(section.radius),
