@@ -2,19 +2,21 @@ r"""OSVOS's test-time levers on DAVIS-2016 val, alone and together, each sequenc
 
     python experiments/osvos_levers.py --davis ../shared/data/davis2016 --out runs/osvos_levers
 
-The levers here (test-time augmentation, the temporal prior, the dense CRF) change nothing in
-fine-tuning, so each sequence is fine-tuned once, as `launch.py` does it, and every row then
-segments from those parameters through the runner with its own config: the TTA rows score the
-frames with the segmenter built from their `segment` section; the prior and CRF rows replay the
-scores of their TTA variant through `jvos.temporal_prior.wrap` and `jvos.postprocess`, exactly
-the path `launch.py` takes. A row's seconds per sequence are what `launch.py` would spend:
-fine-tuning + scoring its TTA variant + its replay (prior, CRF, resizing and writing masks).
+The levers here (test-time augmentation, online adaptation, the temporal prior, the dense CRF)
+change nothing in fine-tuning on the first frame, so each sequence is fine-tuned once, as
+`launch.py` does it, and every row then segments from those parameters through the runner with
+its own config: each scoring variant (VARIANTS: TTA, online adaptation) scores the frames with
+the segmenter built from its config; the prior and CRF rows replay the scores of their variant
+through `jvos.temporal_prior.wrap` and `jvos.postprocess`, exactly the path `launch.py` takes.
+A row's seconds per sequence are what `launch.py` would spend: fine-tuning + scoring its
+variant + its replay (prior, CRF, resizing and writing masks).
 Writes <out>/<row>/metrics.json for every row and experiments/results/osvos_levers.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import pathlib
@@ -35,12 +37,18 @@ from jvos.data import build_dataset
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goat',
        'horsejump-high', 'motocross-jump', 'paragliding-launch', 'soapbox')
-TTA = {'none': dict(flip=False, scales=(1.0,)),
-       'flip': dict(flip=True, scales=(1.0,)),
-       'flip+1.25': dict(flip=True, scales=(1.0, 1.25))}
-# Row -> (TTA variant, config overrides).
+# Scoring variant -> the config overrides it scores with.
+VARIANTS = {'none': {},
+            'flip': {'segment.flip': True},
+            'flip+1.25': {'segment.flip': True, 'segment.scales': (1.0, 1.25)},
+            'online': {'online.every': 5},
+            'flip+online': {'segment.flip': True, 'online.every': 5},
+            'online-lr1e-4': {'online.every': 5, 'online.learning_rate': 1e-4},
+            'flip+online-lr1e-4': {'segment.flip': True, 'online.every': 5,
+                                   'online.learning_rate': 1e-4}}
+# Row -> (scoring variant, config overrides of what runs after scoring).
 ROWS = {
-    'default': ('none', {}),
+    'no-levers': ('none', {}),
     'flip': ('flip', {}),
     'flip+1.25': ('flip+1.25', {}),
     'prior-mask': ('none', {'temporal_prior.method': 'mask'}),
@@ -54,6 +62,15 @@ ROWS = {
     'prior-flow+crf': ('none', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
     'flip+prior-flow': ('flip', {'temporal_prior.method': 'flow'}),
     'flip+prior-flow+crf': ('flip', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+    'online': ('online', {}),
+    'online+prior-flow+crf': ('online', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+    'flip+online+prior-flow+crf': ('flip+online', {'temporal_prior.method': 'flow',
+                                                   'postprocess.crf': True}),
+    'online-lr1e-4': ('online-lr1e-4', {}),
+    'online-lr1e-4+prior-flow+crf': ('online-lr1e-4', {'temporal_prior.method': 'flow',
+                                                       'postprocess.crf': True}),
+    'flip+online-lr1e-4+prior-flow+crf': ('flip+online-lr1e-4', {'temporal_prior.method': 'flow',
+                                                                 'postprocess.crf': True}),
 }
 
 
@@ -76,10 +93,9 @@ class Replay:
     return state
 
 
-def row_config(base, tta: str, overrides: dict):
+def row_config(base, variant: str, overrides: dict):
   config = base.copy_and_resolve_references()
-  config.segment.update(TTA[tta])
-  for field, value in overrides.items():
+  for field, value in {**VARIANTS[variant], **overrides}.items():
     section, name = field.split('.')
     config[section][name] = value
   return config
@@ -100,12 +116,15 @@ def main() -> None:
   rows = {name: ROWS[name] for name in args.rows.split(',')}
   out = pathlib.Path(args.out)
   base = osvos_davis16.get_config()
+  # Every row switches on its own levers, from none (the config's defaults switch some on).
+  base.segment.update(flip=False, scales=(1.0,))
+  base.temporal_prior.method, base.postprocess.crf, base.online.every = 'none', False, 0
   if args.steps is not None:
     base.finetune.steps = args.steps
   base.data.root, base.data.sequences = str(pathlib.Path(args.davis).resolve()), args.sequences
   dataset = build_dataset(base.data, out)
-  segmenters = {tta: systems.build_segmenter(row_config(base, tta, {}))
-                for tta in {tta for tta, _ in rows.values()}}
+  segmenters = {variant: systems.build_segmenter(row_config(base, variant, {}))
+                for variant in {variant for variant, _ in rows.values()}}
   tuner = segmenters.get('none') or next(iter(segmenters.values()))
   seconds = {row: {} for row in rows}
   for video in dataset:
@@ -115,14 +134,17 @@ def main() -> None:
     state = tuner.add_objects(state, view.frame(0), list(view.given),
                               np.stack([mask for _, mask in view.given.values()]))
     tune_s = time.perf_counter() - start
-    for tta, segmenter in segmenters.items():
+    for variant, segmenter in segmenters.items():
       start = time.perf_counter()
-      scores = [segmenter.step(state, view.frame(t))[1] for t in range(1, len(view))]
+      scores, variant_state = [], copy.copy(state)  # Online adaptation changes its own copy.
+      for t in range(1, len(view)):
+        variant_state, frame_scores = segmenter.step(variant_state, view.frame(t))
+        scores.append(frame_scores)
       score_s = time.perf_counter() - start
-      for row, (row_tta, overrides) in rows.items():
-        if row_tta != tta:
+      for row, (row_variant, overrides) in rows.items():
+        if row_variant != variant:
           continue
-        config = row_config(base, tta, overrides)
+        config = row_config(base, variant, overrides)
         runner = temporal_prior.wrap(config.temporal_prior, Replay(scores))
         start = time.perf_counter()
         segment.segment_video(runner, video, out / row / 'masks' / video.name, config.task,
@@ -131,9 +153,9 @@ def main() -> None:
         seconds[row][video.name] = tune_s + score_s + time.perf_counter() - start
         print(f'{video.name} {row}: {seconds[row][video.name]:.1f} s', flush=True)
   kept = {}
-  for row, (tta, overrides) in rows.items():
+  for row, (variant, overrides) in rows.items():
     metrics = evaluation.evaluate(dataset, out / row / 'masks', out / row, base.task)
-    kept[row] = dict(tta=TTA[tta], overrides=overrides, seconds=seconds[row],
+    kept[row] = dict(overrides={**VARIANTS[variant], **overrides}, seconds=seconds[row],
                      **{k: metrics[k] for k in ('JF_mean', 'J_mean', 'F_mean')},
                      per_sequence={name: s['JF_mean'] for name, s in metrics['sequences'].items()})
     print(f'{row}: J&F {metrics["JF_mean"]:.3f} J {metrics["J_mean"]:.3f} '

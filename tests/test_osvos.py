@@ -26,6 +26,7 @@ from jvos import train
 from jvos import weights
 from jvos.data.davis import load_davis
 from jvos.data.synthetic import ensure_synthetic_davis
+from jvos.data.video import VOID
 from jvos.errors import InputError
 from jvos.models import osvos
 from jvos.segment import segment_video
@@ -370,3 +371,69 @@ def test_bad_test_time_augmentation_values_fail_naming_the_field(field, value):
   section = ml_collections.ConfigDict({'flip': False, 'scales': (1.0,), field: value})
   with pytest.raises(InputError, match=f'segment.{field}'):
     osvos_system.tta_settings(section)
+
+
+def test_pseudo_labels_take_confident_pixels_near_the_object_and_far_ones_as_background():
+  probabilities = np.zeros((40, 100), np.float32)
+  probabilities[10:20, 10:20] = 0.99  # The object, where it was.
+  probabilities[12:18, 20:24] = 0.8  # Unsure: no loss.
+  probabilities[10:20, 80:90] = 0.99  # A confident distractor far from the object.
+  previous = np.zeros((40, 100), bool)
+  previous[10:20, 8:18] = True
+  labels = osvos_system.pseudo_labels(probabilities, previous, positive=0.97,
+                                      negative_distance=30)
+  assert (labels[10:20, 10:20] == 1).all()
+  assert (labels[12:18, 20:24] == VOID).all()
+  assert (labels[10:20, 80:90] == 0).all() and (labels[:, 60:] == 0).all()
+  assert (labels[10:20, 30:45] == VOID).all()  # Within 30 px of the previous mask: unsure.
+  # Lost object (no previous mask) or nothing confident: no adaptation.
+  assert osvos_system.pseudo_labels(probabilities, np.zeros_like(previous), 0.97, 30) is None
+  assert osvos_system.pseudo_labels(probabilities * 0.9, previous, 0.97, 30) is None
+
+
+def drifting_square(num_frames: int, size: int = 64):
+  """A square moving down-right whose colour drifts from red to blue, and its masks."""
+  for t in range(num_frames):
+    image = np.full((size, size, 3), 128, np.uint8)
+    share = t / (num_frames - 1)
+    image[20 + t:40 + t, 18 + t:38 + t] = (220 - 190 * share, 40, 30 + 190 * share)
+    mask = np.zeros((size, size), bool)
+    mask[20 + t:40 + t, 18 + t:38 + t] = True
+    yield image, mask
+
+
+def test_online_adaptation_follows_an_object_whose_appearance_drifts():
+  """OnAVOS's case: fine-tuned on a red square, the network loses it as it turns blue; adapted
+  on every frame's confident pixels (online.every=1), it follows further. Seen: IoU over the
+  last three frames 0.10 without, 0.40 with."""
+  frames = list(drifting_square(12))
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  last_ious = {}
+  for every in (0, 1):
+    config = ml_collections.ConfigDict(dict(
+        finetune=FINETUNE, seed=0, segment=dict(flip=False, scales=(1.0,)),
+        online=dict(every=every, steps=20, learning_rate=3e-3, negative_distance=20)))
+    segmenter = osvos_system.FinetuneSegmenter(model, params, config)
+    state = segmenter.start(segment.VideoInput('drift', (), (64, 64), {0: (0, frames[0][1])}))
+    state = segmenter.add_objects(state, frames[0][0], [0], frames[0][1][None])
+    tuned = state['params']
+    ious = []
+    for t, (image, mask) in enumerate(frames[1:], 1):
+      state, scores = segmenter.step(state, image)
+      ious.append(iou(scores[0] > 0.5, mask))
+      moved = any(not np.array_equal(a, b) for a, b in
+                  zip(jax.tree.leaves(tuned), jax.tree.leaves(state['params'])))
+      assert moved == bool(every), t  # Adapted after every frame, or never.
+    last_ious[every] = float(np.mean(ious[-3:]))
+  print(last_ious)
+  assert last_ious[1] > last_ious[0] + 0.15
+
+
+@pytest.mark.parametrize('field, value', [('every', -1), ('every', 1.5), ('steps', 0),
+                                          ('positive', 0.3), ('negative_distance', 'far')])
+def test_bad_online_adaptation_values_fail_naming_the_field(field, value):
+  with pytest.raises(InputError, match=f'online.{field}'):
+    osvos_system.online_settings(ml_collections.ConfigDict({field: value}))
+  with pytest.raises(InputError, match='online.often'):
+    osvos_system.online_settings(ml_collections.ConfigDict({'often': 2}))

@@ -4,23 +4,28 @@ Training (`--mode train`) makes the parent: the network of jvos/models/osvos.py 
 annotated frames, every object as foreground, with its deep-supervised balanced loss. To
 segment a video, the parent is fine-tuned on the frame that introduces each object (frame 0 in
 DAVIS, any frame in YouTube-VOS) with the compiled loop of jvos/finetune.py, then every later
-frame is scored by each object's own network; the runner merges the objects by argmax.
+frame is scored by each object's own network; the runner merges the objects by argmax. With
+`online.every` > 0, each object's network keeps adapting during the video (OnAVOS, see
+`pseudo_labels`), through the same compiled loop.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jvos import errors
 from jvos import finetune
 from jvos import weights
 from jvos.data.video import VOID
-from jvos.errors import InputError
+from jvos.errors import InputError, with_defaults
 from jvos.input_pipeline import ClipSpec
 from jvos.models import osvos
 from jvos.segment import VideoInput
@@ -127,11 +132,68 @@ def tta_settings(segment_config: ml_collections.ConfigDict) -> tuple[bool, tuple
   return flip, tuple(float(s) for s in scales)
 
 
+def online_default_config() -> ml_collections.ConfigDict:
+  """The `online` section: online adaptation during the video (OnAVOS; off by default).
+
+  every: adapt each object's network after every `every` frames (0: never); steps: fine-tuning
+  steps per adaptation (half of them on the given frame, so the network does not drift onto
+  its own mistakes), with the `finetune` optimizer at `learning_rate` (each adaptation starts
+  Adam afresh, whose first steps move every weight by about the learning rate: OnAVOS adapts
+  more gently than it fine-tunes); positive: probability above which a pixel is taken as the
+  object; negative_distance: pixels (at the working size) further than this from the object's
+  previous mask are taken as background, whatever the network says.
+  """
+  return ml_collections.ConfigDict(dict(every=0, steps=10, learning_rate=1e-5, positive=0.97,
+                                        negative_distance=220))
+
+
+def online_settings(section: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+  """The `online` section, checked, with its defaults (a config without one: off)."""
+  defaults = online_default_config()
+  section = with_defaults(section or ml_collections.ConfigDict(), defaults, 'online')
+  for field, low, high, whole in (('every', 0, math.inf, True), ('steps', 1, math.inf, True),
+                                  ('learning_rate', 0, 1, False), ('positive', 0.5, 1, False),
+                                  ('negative_distance', 0, math.inf, False)):
+    errors.number(section, 'online', field, defaults, low, high, whole=whole)
+  return section
+
+
+def pseudo_labels(probabilities: np.ndarray, previous: np.ndarray, positive: float,
+                  negative_distance: float) -> np.ndarray | None:
+  """OnAVOS's training targets for one object on the frame just scored, or None (object lost).
+
+  1 where the network is confident (probability > `positive`) and the pixel is not far from
+  the object's previous mask; 0 further than `negative_distance` from that mask (a distractor
+  there is background, however object-like); VOID (no loss) in between.
+  """
+  if not previous.any():
+    return None
+  far = cv2.distanceTransform((~previous).astype(np.uint8), cv2.DIST_L2, 5) > negative_distance
+  confident = (probabilities > positive) & ~far
+  if not confident.any():
+    return None
+  labels = np.full(probabilities.shape, VOID, np.float32)
+  labels[far] = 0
+  labels[confident] = 1
+  return labels
+
+
+def online_batch(inputs: dict[str, jax.Array], rng: jax.Array,
+                 config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """An online step's batch: from the given frame or the current one (a coin flip per step)."""
+  pick_rng, rng = jax.random.split(rng)
+  pick = jax.random.bernoulli(pick_rng).astype(jnp.int32)
+  return finetune_batch({'image': inputs['image'][pick], 'mask': inputs['mask'][pick]}, rng,
+                        config)
+
+
 class FinetuneSegmenter:
   """Segmenter: fine-tune the parent on each object's given mask, then score every frame.
 
-  State: one set of parameters per object, stacked on a leading axis, so one jitted call
-  scores every object of a frame. An object not fine-tuned yet holds the parent.
+  State: 'params', one set of parameters per object stacked on a leading axis, so one jitted
+  call scores every object of a frame (an object not fine-tuned yet holds the parent); for
+  online adaptation also each object's given frame and mask ('given') and its last mask
+  ('previous'), and the frames scored so far ('frames').
   """
 
   def __init__(self, model: osvos.OSVOS, parent_params: Any,
@@ -142,23 +204,58 @@ class FinetuneSegmenter:
         functools.partial(loss, model), config.finetune,
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
+    self.online = online_settings(config.get('online'))
+    if self.online.every:
+      online_finetune = config.finetune.copy_and_resolve_references()
+      online_finetune.steps = self.online.steps
+      online_finetune.learning_rate = self.online.learning_rate
+      self._adapter = finetune.ObjectFinetuner(
+          functools.partial(loss, model), online_finetune,
+          functools.partial(online_batch, config=config.finetune), config.seed + 1,
+          self.parent_params)
     flip, scales = tta_settings(config.segment)
     predict = functools.partial(averaged_probabilities, model, flip=flip, scales=scales)
     self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
 
-  def start(self, video: VideoInput) -> Any:
-    return finetune.repeat_objects(self.parent_params, max(video.num_objects, 1))
+  def start(self, video: VideoInput) -> dict[str, Any]:
+    objects = max(video.num_objects, 1)
+    return {'params': finetune.repeat_objects(self.parent_params, objects),
+            'given': [None] * objects, 'previous': [None] * objects, 'frames': 0}
 
-  def step(self, state: Any, frame: np.ndarray) -> tuple[Any, np.ndarray]:
-    return state, np.asarray(self._predict(state, jnp.asarray(frame, jnp.float32)))
+  def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    image = jnp.asarray(frame, jnp.float32)
+    scores = np.asarray(self._predict(state['params'], image))
+    state['frames'] += 1
+    if self.online.every:
+      if state['frames'] % self.online.every == 0:
+        self._adapt(state, image, scores)
+      state['previous'] = [None if given is None else scores[slot] > 0.5
+                           for slot, given in enumerate(state['given'])]
+    return state, scores
 
-  def add_objects(self, state: Any, frame: np.ndarray, slots: Sequence[int],
-                  masks: np.ndarray) -> Any:
+  def _adapt(self, state: dict[str, Any], image: jax.Array, scores: np.ndarray) -> None:
+    """Fine-tunes each object's network on this frame's pseudo-labels and its given frame."""
+    for slot, (given, previous) in enumerate(zip(state['given'], state['previous'])):
+      labels = None if given is None else pseudo_labels(
+          scores[slot], previous, self.online.positive, self.online.negative_distance)
+      if labels is not None:
+        inputs = {'image': jnp.stack([given['image'], image]),
+                  'mask': jnp.stack([given['mask'], jnp.asarray(labels)])}
+        params = jax.tree.map(lambda x, s=slot: x[s], state['params'])
+        # A new random stream per object and adaptation: fold in the frame count too.
+        tuned = self._adapter.tune(params, inputs, state['frames'] * len(scores) + slot)
+        state['params'] = finetune.set_object(state['params'], slot, tuned)
+
+  def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
+                  masks: np.ndarray) -> dict[str, Any]:
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
       inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
-      state = finetune.set_object(state, slot,
-                                  self._finetuner.tune(self.parent_params, inputs, slot))
+      state['params'] = finetune.set_object(
+          state['params'], slot, self._finetuner.tune(self.parent_params, inputs, slot))
+      if self.online.every:
+        state['given'][slot] = inputs
+        state['previous'][slot] = np.asarray(mask, bool)
     return state
 
 
