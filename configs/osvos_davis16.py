@@ -17,6 +17,7 @@ import os
 import ml_collections
 
 from configs import default
+from jvos.systems import osvos
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,11 +51,18 @@ def get_config():
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
       max_scale=1.2, max_shift=0.1))  # On-device augmentation of the first frame.
   # Fine-tune and segment at full 480p size: it scores best (J&F 0.728 on the 10 shared
-  # DAVIS-2016 val sequences; 0.698 at 360 rows and 0.633 at 240, with 300 steps:
-  # experiments/results_davis16_val.md) and keeps the 2-minute budget per 50 frames.
+  # DAVIS-2016 val sequences without the levers below; 0.698 at 360 rows and 0.633 at 240,
+  # with 300 steps: experiments/results_davis16_val.md) and keeps the 2-minute budget.
   config.segment.max_height = 480
-  # Test-time augmentation: also score the mirrored frame (flip) and resized copies (scales:
-  # factors of the working size), averaging the probabilities.
-  config.segment.flip = False
+  # Test-time levers (experiments/osvos_levers.md), together J&F 0.746 against 0.721 without,
+  # within the 2 minutes per 50 frames: the mirrored frame scored too (flip; resized copies,
+  # `scales`, did not pay), each object kept near its flow-carried previous mask (the temporal
+  # prior) and the dense CRF on the scores.
+  config.segment.flip = True
   config.segment.scales = (1.0,)
+  config.temporal_prior.method = 'flow'
+  config.postprocess.crf = True
+  # Online adaptation during the video (OnAVOS): off (online.every=0); it cost 0.05-0.14 J&F
+  # at lr 1e-4 (experiments/osvos_levers.md). Fields: jvos/systems/osvos.py (online_default_config).
+  config.online = osvos.online_default_config()
   return config

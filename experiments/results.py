@@ -63,7 +63,11 @@ def _rows() -> list[Row]:
   both('flow', 'flow (DIS propagation)', 'configs/flow_davis16.py')
   rows.append(Row('osvos-parent', 'OSVOS, parent only', 'davis16', 'configs/osvos_davis16.py',
                   ('--config.finetune.steps=0',)))
-  both('osvos', 'OSVOS (200 fine-tune steps)', 'configs/osvos_davis16.py')
+  both('osvos', 'OSVOS (200 fine-tune steps, flip, flow prior, CRF)', 'configs/osvos_davis16.py')
+  rows.append(Row('osvos-no-levers', 'OSVOS (200 fine-tune steps), no test-time levers',
+                  'davis16', 'configs/osvos_davis16.py',
+                  ('--config.segment.flip=False', '--config.temporal_prior.method=none',
+                   '--config.postprocess.crf=False')))
   both('osmn', 'OSMN', 'configs/osmn_davis16.py')
   for part in ('visual', 'spatial'):
     rows.append(Row(f'osmn-no-{part}', f'OSMN without the {part} modulator (at test time)',
@@ -74,6 +78,15 @@ def _rows() -> list[Row]:
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))
+  # Issue 13's shared levers on the other one-shot systems: the flow prior and the dense CRF.
+  prior, crf = '--config.temporal_prior.method=flow', '--config.postprocess.crf=True'
+  for name, system, config in (('osmn', 'OSMN', 'configs/osmn_davis16.py'),
+                               ('rvos', 'RVOS one-shot', 'configs/rvos_davis17.py'),
+                               ('s2s', 'S2S', 'configs/s2s_davis16.py')):
+    rows.append(Row(f'{name}-prior', f'{system} + flow prior', 'davis16', config, (prior,)))
+    rows.append(Row(f'{name}-crf', f'{system} + dense CRF', 'davis16', config, (crf,)))
+    rows.append(Row(f'{name}-prior-crf', f'{system} + flow prior + dense CRF', 'davis16', config,
+                    (prior, crf)))
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
                   ('--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite',)))
   for references in (1, 3, 5):
