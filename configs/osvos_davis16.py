@@ -17,7 +17,7 @@ import os
 import ml_collections
 
 from configs import default
-from jvos.systems import osvos
+from jvos import online_adaptation
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +63,6 @@ def get_config():
   config.temporal_prior.method = 'flow'
   config.postprocess.crf = True
   # Online adaptation during the video (OnAVOS): off (online.every=0); it cost 0.05-0.14 J&F
-  # at lr 1e-4 (experiments/osvos_levers.md). Fields: jvos/systems/osvos.py (online_default_config).
-  config.online = osvos.online_default_config()
+  # at lr 1e-4 (experiments/osvos_levers.md). Fields: jvos/online_adaptation.py.
+  config.online = online_adaptation.default_config()
   return config

@@ -20,6 +20,7 @@ from configs import osvos_davis16
 from conftest import SMALL_OSVOS_STEPS
 from jvos import evaluation
 from jvos import finetune
+from jvos import online_adaptation
 from jvos import segment
 from jvos import systems
 from jvos import train
@@ -380,15 +381,15 @@ def test_pseudo_labels_take_confident_pixels_near_the_object_and_far_ones_as_bac
   probabilities[10:20, 80:90] = 0.99  # A confident distractor far from the object.
   previous = np.zeros((40, 100), bool)
   previous[10:20, 8:18] = True
-  labels = osvos_system.pseudo_labels(probabilities, previous, positive=0.97,
+  labels = online_adaptation.pseudo_labels(probabilities, previous, positive=0.97,
                                       negative_distance=30)
   assert (labels[10:20, 10:20] == 1).all()
   assert (labels[12:18, 20:24] == VOID).all()
   assert (labels[10:20, 80:90] == 0).all() and (labels[:, 60:] == 0).all()
   assert (labels[10:20, 30:45] == VOID).all()  # Within 30 px of the previous mask: unsure.
   # Lost object (no previous mask) or nothing confident: no adaptation.
-  assert osvos_system.pseudo_labels(probabilities, np.zeros_like(previous), 0.97, 30) is None
-  assert osvos_system.pseudo_labels(probabilities * 0.9, previous, 0.97, 30) is None
+  assert online_adaptation.pseudo_labels(probabilities, np.zeros_like(previous), 0.97, 30) is None
+  assert online_adaptation.pseudo_labels(probabilities * 0.9, previous, 0.97, 30) is None
 
 
 def drifting_square(num_frames: int, size: int = 64):
@@ -434,6 +435,6 @@ def test_online_adaptation_follows_an_object_whose_appearance_drifts():
                                           ('positive', 0.3), ('negative_distance', 'far')])
 def test_bad_online_adaptation_values_fail_naming_the_field(field, value):
   with pytest.raises(InputError, match=f'online.{field}'):
-    osvos_system.online_settings(ml_collections.ConfigDict({field: value}))
+    online_adaptation.settings(ml_collections.ConfigDict({field: value}))
   with pytest.raises(InputError, match='online.often'):
-    osvos_system.online_settings(ml_collections.ConfigDict({'often': 2}))
+    online_adaptation.settings(ml_collections.ConfigDict({'often': 2}))

@@ -6,26 +6,24 @@ segment a video, the parent is fine-tuned on the frame that introduces each obje
 DAVIS, any frame in YouTube-VOS) with the compiled loop of jvos/finetune.py, then every later
 frame is scored by each object's own network; the runner merges the objects by argmax. With
 `online.every` > 0, each object's network keeps adapting during the video (OnAVOS, see
-`pseudo_labels`), through the same compiled loop.
+jvos/online_adaptation.py), through the same compiled loop.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Sequence
 
-import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jvos import errors
 from jvos import finetune
+from jvos import online_adaptation
 from jvos import weights
 from jvos.data.video import VOID
-from jvos.errors import InputError, with_defaults
+from jvos.errors import InputError
 from jvos.input_pipeline import ClipSpec
 from jvos.models import osvos
 from jvos.segment import VideoInput
@@ -132,52 +130,6 @@ def tta_settings(segment_config: ml_collections.ConfigDict) -> tuple[bool, tuple
   return flip, tuple(float(s) for s in scales)
 
 
-def online_default_config() -> ml_collections.ConfigDict:
-  """The `online` section: online adaptation during the video (OnAVOS; off by default).
-
-  every: adapt each object's network after every `every` frames (0: never); steps: fine-tuning
-  steps per adaptation (half of them on the given frame, so the network does not drift onto
-  its own mistakes), with the `finetune` optimizer at `learning_rate` (each adaptation starts
-  Adam afresh, whose first steps move every weight by about the learning rate: OnAVOS adapts
-  more gently than it fine-tunes); positive: probability above which a pixel is taken as the
-  object; negative_distance: pixels (at the working size) further than this from the object's
-  previous mask are taken as background, whatever the network says.
-  """
-  return ml_collections.ConfigDict(dict(every=0, steps=10, learning_rate=1e-5, positive=0.97,
-                                        negative_distance=220))
-
-
-def online_settings(section: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-  """The `online` section, checked, with its defaults (a config without one: off)."""
-  defaults = online_default_config()
-  section = with_defaults(section or ml_collections.ConfigDict(), defaults, 'online')
-  for field, low, high, whole in (('every', 0, math.inf, True), ('steps', 1, math.inf, True),
-                                  ('learning_rate', 0, 1, False), ('positive', 0.5, 1, False),
-                                  ('negative_distance', 0, math.inf, False)):
-    errors.number(section, 'online', field, defaults, low, high, whole=whole)
-  return section
-
-
-def pseudo_labels(probabilities: np.ndarray, previous: np.ndarray, positive: float,
-                  negative_distance: float) -> np.ndarray | None:
-  """OnAVOS's training targets for one object on the frame just scored, or None (object lost).
-
-  1 where the network is confident (probability > `positive`) and the pixel is not far from
-  the object's previous mask; 0 further than `negative_distance` from that mask (a distractor
-  there is background, however object-like); VOID (no loss) in between.
-  """
-  if not previous.any():
-    return None
-  far = cv2.distanceTransform((~previous).astype(np.uint8), cv2.DIST_L2, 5) > negative_distance
-  confident = (probabilities > positive) & ~far
-  if not confident.any():
-    return None
-  labels = np.full(probabilities.shape, VOID, np.float32)
-  labels[far] = 0
-  labels[confident] = 1
-  return labels
-
-
 def online_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                  config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """An online step's batch: from the given frame or the current one (a coin flip per step)."""
@@ -204,7 +156,7 @@ class FinetuneSegmenter:
         functools.partial(loss, model), config.finetune,
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
-    self.online = online_settings(config.get('online'))
+    self.online = online_adaptation.settings(config.get('online'))
     if self.online.every:
       online_finetune = config.finetune.copy_and_resolve_references()
       online_finetune.steps = self.online.steps
@@ -236,7 +188,7 @@ class FinetuneSegmenter:
   def _adapt(self, state: dict[str, Any], image: jax.Array, scores: np.ndarray) -> None:
     """Fine-tunes each object's network on this frame's pseudo-labels and its given frame."""
     for slot, (given, previous) in enumerate(zip(state['given'], state['previous'])):
-      labels = None if given is None else pseudo_labels(
+      labels = None if given is None else online_adaptation.pseudo_labels(
           scores[slot], previous, self.online.positive, self.online.negative_distance)
       if labels is not None:
         inputs = {'image': jnp.stack([given['image'], image]),
