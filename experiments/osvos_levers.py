@@ -37,15 +37,14 @@ from jvos.data import build_dataset
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goat',
        'horsejump-high', 'motocross-jump', 'paragliding-launch', 'soapbox')
+FLIP = {'segment.flip': True}
+ONLINE = {'online.every': 5}
+ONLINE_LR_1E_4 = {**ONLINE, 'online.learning_rate': 1e-4}
+PRIOR_FLOW_CRF = {'temporal_prior.method': 'flow', 'postprocess.crf': True}
 # Scoring variant -> the config overrides it scores with.
-VARIANTS = {'none': {},
-            'flip': {'segment.flip': True},
-            'flip+1.25': {'segment.flip': True, 'segment.scales': (1.0, 1.25)},
-            'online': {'online.every': 5},
-            'flip+online': {'segment.flip': True, 'online.every': 5},
-            'online-lr1e-4': {'online.every': 5, 'online.learning_rate': 1e-4},
-            'flip+online-lr1e-4': {'segment.flip': True, 'online.every': 5,
-                                   'online.learning_rate': 1e-4}}
+VARIANTS = {'none': {}, 'flip': FLIP, 'flip+1.25': {**FLIP, 'segment.scales': (1.0, 1.25)},
+            'online': ONLINE, 'flip+online': {**FLIP, **ONLINE},
+            'online-lr1e-4': ONLINE_LR_1E_4, 'flip+online-lr1e-4': {**FLIP, **ONLINE_LR_1E_4}}
 # Row -> (scoring variant, config overrides of what runs after scoring).
 ROWS = {
     'no-levers': ('none', {}),
@@ -59,18 +58,13 @@ ROWS = {
     'prior-flow-tight': ('none', {'temporal_prior.method': 'flow',
                                   'temporal_prior.relative_radius': 0.1}),
     'crf': ('none', {'postprocess.crf': True}),
-    'prior-flow+crf': ('none', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+    'prior-flow+crf': ('none', PRIOR_FLOW_CRF),
     'flip+prior-flow': ('flip', {'temporal_prior.method': 'flow'}),
-    'flip+prior-flow+crf': ('flip', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
+    'flip+prior-flow+crf': ('flip', PRIOR_FLOW_CRF),
     'online': ('online', {}),
-    'online+prior-flow+crf': ('online', {'temporal_prior.method': 'flow', 'postprocess.crf': True}),
-    'flip+online+prior-flow+crf': ('flip+online', {'temporal_prior.method': 'flow',
-                                                   'postprocess.crf': True}),
     'online-lr1e-4': ('online-lr1e-4', {}),
-    'online-lr1e-4+prior-flow+crf': ('online-lr1e-4', {'temporal_prior.method': 'flow',
-                                                       'postprocess.crf': True}),
-    'flip+online-lr1e-4+prior-flow+crf': ('flip+online-lr1e-4', {'temporal_prior.method': 'flow',
-                                                                 'postprocess.crf': True}),
+    **{f'{flip}{online}+prior-flow+crf': (f'{flip}{online}', PRIOR_FLOW_CRF)
+       for flip in ('', 'flip+') for online in ('online', 'online-lr1e-4')},
 }
 
 

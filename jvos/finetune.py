@@ -121,8 +121,11 @@ class ObjectFinetuner:
       self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, config.steps,
                                 make_batch)
 
-  def tune(self, params: Any, inputs: Any, slot: int) -> Any:
+  def tune(self, params: Any, inputs: Any, stream: int) -> Any:
+    """`params` fine-tuned on `inputs`, with random stream `stream` of the seed (the object's
+    slot; a segmenter that tunes an object again passes a new one)."""
     if self._run is None:
       return params
-    tuned, _ = self._run(params, inputs, jax.random.fold_in(jax.random.PRNGKey(self.seed), slot))
+    key = jax.random.fold_in(jax.random.PRNGKey(self.seed), stream)
+    tuned, _ = self._run(params, inputs, key)
     return tuned

@@ -382,7 +382,7 @@ def test_pseudo_labels_take_confident_pixels_near_the_object_and_far_ones_as_bac
   previous = np.zeros((40, 100), bool)
   previous[10:20, 8:18] = True
   labels = online_adaptation.pseudo_labels(probabilities, previous, positive=0.97,
-                                      negative_distance=30)
+                                           negative_distance=30)
   assert (labels[10:20, 10:20] == 1).all()
   assert (labels[12:18, 20:24] == VOID).all()
   assert (labels[10:20, 80:90] == 0).all() and (labels[:, 60:] == 0).all()
