@@ -85,10 +85,13 @@ def _rows() -> list[Row]:
                                ('s2s', 'S2S', 'configs/s2s_davis16.py')):
     rows.append(Row(f'{name}-prior', f'{system} + flow prior', 'davis16', config, (prior,)))
     rows.append(Row(f'{name}-crf', f'{system} + dense CRF', 'davis16', config, (crf,)))
-    rows.append(Row(f'{name}-prior-crf', f'{system} + flow prior + dense CRF', 'davis16', config,
-                    (prior, crf)))
+    both(f'{name}-prior-crf', f'{system} + flow prior + dense CRF', config, prior, crf)
+  deeplab_weights = '--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite'
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
-                  ('--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite',)))
+                  (deeplab_weights,)))
+  rows.append(Row('deeplab-os16', 'DeepLabV3 object classes, output stride 16', 'zeroshot',
+                  'configs/deeplab_davis16.py',
+                  (deeplab_weights, '--config.model.output_stride=16')))
   for references in (1, 3, 5):
     rows.append(Row(f'cosnet-{references}', f'COSNet, {references} references', 'zeroshot',
                     'configs/cosnet_davis16.py', (f'--config.segment.references={references}',)))

@@ -36,6 +36,8 @@ def test_a_frame_attends_to_what_its_reference_holds(small):
   a, b = (jax.random.uniform(jax.random.PRNGKey(k), (1, 64, 96, 3), maxval=255) for k in (0, 1))
   head = jax.tree.map(lambda x: x, params)
   head['head']['gate']['kernel'] = jnp.ones_like(params['head']['gate']['kernel'])
+  # The classifier prior's head starts at zero; any weights make it answer.
+  head['head']['logits']['kernel'] = jnp.ones_like(params['head']['logits']['kernel'])
   features = lambda x: model.apply({'params': head}, x, method=cosnet.COSNet.features)
   attend = lambda f, r: model.apply({'params': head}, f, r, (64, 96), method=cosnet.COSNet.attend)
   logits_ab = attend(features(a), features(b))
@@ -92,3 +94,25 @@ def test_deeplab_alone_finds_the_dog(davis2016_root, weights_dir):
   _, scores = segmenter.step(segmenter.start(None), frame)
   found = scores[0] > 0.5
   assert (found & truth).sum() / (found | truth).sum() > 0.6
+
+
+def test_with_the_classifier_prior_training_starts_from_deeplab(davis2016_root, weights_dir):
+  # The head's correction starts at zero, so an untrained COSNet answers as DeepLabV3 does.
+  from configs import deeplab_davis16  # pylint: disable=g-import-not-at-top
+  from jvos.data.video import read_frame  # pylint: disable=g-import-not-at-top
+  tflite = str(weights_dir / 'deeplabv3_mnv2_pascal_257_float.tflite')
+  config = cosnet_davis16.get_config()
+  config.model.pretrained = tflite
+  assert config.model.classifier_prior
+  model = cosnet_system.create(config.model)
+  segmenter = cosnet_system.CoAttentionSegmenter(
+      model, cosnet_system.initial_params(model, config.model, 0), references=1)
+  frame = read_frame(davis2016_root / 'JPEGImages' / '480p' / 'dog' / '00020.jpg')
+  _, untrained = segmenter.step(segmenter._features(segmenter.params, frame[None] * 1.0), frame)
+  baseline_config = deeplab_davis16.get_config()
+  baseline_config.model.update(pretrained=tflite, output_stride=config.model.output_stride)
+  baseline = systems.build_segmenter(baseline_config)
+  _, expected = baseline.step(baseline.start(None), frame)
+  # Only the upsampling differs (half-pixel centres here, align-corners in the TFLite export).
+  assert np.mean(np.abs(untrained - expected)) < 0.01
+  assert np.mean((untrained > 0.5) != (expected > 0.5)) < 0.005

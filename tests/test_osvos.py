@@ -81,6 +81,21 @@ def test_class_balanced_loss_weights_each_class_by_the_others_share():
       expected_void, rel=1e-6)
 
 
+def test_unweighted_bce_keeps_the_foreground_share_the_balanced_loss_inflates():
+  # A constant prediction on an image with 10% foreground: the unweighted loss is least at
+  # P = 0.1, the class-balanced one at P = 0.5 (the over-segmenting pull COSNet avoids).
+  labels = jnp.zeros((1, 10, 10)).at[0, 0].set(1.0)
+  valid = jnp.ones_like(labels)
+  loss = lambda fn, p: fn(jnp.full((1, 10, 10), jnp.log(p / (1 - p))), labels, valid)
+  for fn, best in ((osvos.bce, 0.1), (osvos.class_balanced_bce, 0.5)):
+    assert float(jax.grad(lambda p, fn=fn: loss(fn, p))(best)) == pytest.approx(0.0, abs=1e-5)
+    assert float(jax.grad(lambda p, fn=fn: loss(fn, p))(best + 0.05)) > 0
+  # A void pixel (valid 0) costs nothing, however wrong: the rest are at log 2.
+  wrong = jnp.zeros((1, 10, 10)).at[0, 5, 5].set(100.0)
+  assert float(osvos.bce(wrong, labels, valid)) > 1.0
+  assert float(osvos.bce(wrong, labels, valid.at[0, 5, 5].set(0.0))) == pytest.approx(np.log(2))
+
+
 def test_augmentation_keeps_image_and_mask_aligned():
   # The image's red channel is the mask: any misalignment would show as disagreement.
   mask = np.zeros((40, 60), np.float32)

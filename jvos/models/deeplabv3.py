@@ -54,6 +54,12 @@ TORCHVISION_ASPP_RATES = (12, 24, 36)
 ASPP_FEATURES = 256
 
 
+def foreground_logit(class_logits: jax.Array) -> jax.Array:
+  """log P(any object class) / P(background) of (..., classes) logits, class 0 the background:
+  its sigmoid is 1 - softmax(class_logits)[..., 0]."""
+  return jax.nn.logsumexp(class_logits[..., 1:], axis=-1) - class_logits[..., 0]
+
+
 def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   """(out_size, in_size) linear interpolation weights whose end samples meet the input's."""
   scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0

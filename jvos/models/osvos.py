@@ -137,6 +137,15 @@ def class_balanced_bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -
   return jnp.mean(jnp.sum(weights * bce, axis=(1, 2)) / total[:, 0, 0])
 
 
+def bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+  """Sigmoid cross-entropy averaged over the valid pixels (each image's mean, then the
+  batch's): unweighted, so its 0.5 threshold keeps the objects' true extent."""
+  valid = valid.astype(jnp.float32)
+  total = jnp.maximum(jnp.sum(valid, axis=(1, 2)), 1.0)
+  return jnp.mean(jnp.sum(valid * optax.sigmoid_binary_cross_entropy(logits, labels),
+                          axis=(1, 2)) / total)
+
+
 def loss_fn(outputs: dict[str, Any], masks: jax.Array) -> jax.Array:
   """Deep supervision: the balanced loss on every side output and on the fused output.
 

@@ -1,7 +1,8 @@
 """COSNet (Lu et al., CVPR 2019): zero-shot primary-object segmentation by co-attention.
 
   training   pairs of annotated frames of one video ('pair' sampler), every object as the
-             foreground; OSVOS's class-balanced BCE on both frames' outputs. The paper also
+             foreground; BCE on both frames' outputs (`train.loss`: 'bce', or OSVOS's
+             class-balanced BCE, the official code's, which on DAVIS alone over-segments). The paper also
              interleaves saliency images (an image paired with itself); no saliency data set is
              on these machines, so training sees DAVIS video pairs only.
   segmenting N reference frames spread evenly over the video (`segment.references`, default 5;
@@ -27,7 +28,7 @@ from jvos.errors import InputError
 from jvos.input_pipeline import ClipSpec
 from jvos.models import cosnet
 from jvos.models import osvos
-from jvos.models.deeplabv3 import DeepLabV3
+from jvos.models.deeplabv3 import RESNET_DEPTHS, DeepLabV3
 from jvos.segment import VideoInput
 from jvos.systems import System
 
@@ -43,20 +44,26 @@ def create(model_config: ml_collections.ConfigDict) -> cosnet.COSNet:
                       width_multiplier=model_config.width_multiplier,
                       output_stride=model_config.output_stride,
                       aspp_rates=tuple(model_config.aspp_rates),
+                      # torchvision's classifier has a 3x3 conv before its 1x1 (the prior's).
+                      head_conv=model_config.backbone in RESNET_DEPTHS,
                       dtype=jnp.dtype(model_config.dtype), name='deeplab')
-  return cosnet.COSNet(deeplab=deeplab, input_style=model_config.input_style)
+  return cosnet.COSNet(deeplab=deeplab, input_style=model_config.input_style,
+                       classifier_prior=model_config.classifier_prior,
+                       attention_pool=model_config.attention_pool)
 
 
 def initial_params(model: cosnet.COSNet, model_config: ml_collections.ConfigDict,
                    seed: int) -> Any:
-  """A random co-attention head on the DeepLabV3 read from `model.pretrained` (if set)."""
+  """A random co-attention head on the DeepLabV3 read from `model.pretrained` (if set), and
+  with `model.classifier_prior` that file's classifier."""
   images = jnp.zeros((1, 64, 64, 3))
   params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.PRNGKey(seed), images,
                                                         images)['params'])
   if model_config.pretrained:
-    params['deeplab'] = weights.pretrained_params(
-        model_config.pretrained, DEEPLAB_BACKBONES[model_config.backbone],
-        model_config.input_style, params['deeplab'])
+    for part in ('deeplab', 'classifier') if model_config.classifier_prior else ('deeplab',):
+      params[part] = weights.pretrained_params(
+          model_config.pretrained, DEEPLAB_BACKBONES[model_config.backbone],
+          model_config.input_style, params[part])
   return params
 
 
@@ -65,23 +72,27 @@ def clip(config: ml_collections.ConfigDict) -> ClipSpec:
   return ClipSpec('pair', max_objects=VOID - 1)  # Every object is foreground.
 
 
-def loss(model: cosnet.COSNet, params: Any, batch: dict[str, jax.Array],
+# train.loss -> a per-pixel loss (logits, labels, valid) -> scalar.
+LOSSES = {'balanced_bce': osvos.class_balanced_bce, 'bce': osvos.bce}
+
+
+def loss(model: cosnet.COSNet, pixel_loss: Any, params: Any, batch: dict[str, jax.Array],
          rng: jax.Array) -> jax.Array:
-  """Class-balanced BCE of both frames of each pair, every object as foreground."""
+  """`pixel_loss` of both frames of each pair, every object as foreground."""
   del rng
   images = batch['image'].astype(jnp.float32)
   logits = model.apply({'params': params}, images[:, 0], images[:, 1])
   total = 0.0
   for t, frame_logits in enumerate(logits):
     labels = batch['labels'][:, t]
-    total += osvos.class_balanced_bce(frame_logits, (labels > 0) & (labels != VOID),
-                                      labels != VOID)
+    total += pixel_loss(frame_logits, (labels > 0) & (labels != VOID), labels != VOID)
   return total / 2
 
 
 def make_loss(config: ml_collections.ConfigDict, model: cosnet.COSNet):
-  del config
-  return functools.partial(loss, model)
+  if config.train.loss not in LOSSES:
+    raise InputError(f'train.loss={config.train.loss!r}; use one of {tuple(LOSSES)}.')
+  return functools.partial(loss, model, LOSSES[config.train.loss])
 
 
 def reference_indices(num_frames: int, count: int) -> list[int]:

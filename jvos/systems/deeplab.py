@@ -15,6 +15,7 @@ import numpy as np
 
 from jvos import weights
 from jvos.errors import InputError
+from jvos.models import deeplabv3
 from jvos.models.preprocessing import normalize
 from jvos.segment import VideoInput
 from jvos.systems import System
@@ -37,7 +38,7 @@ class SemanticSegmenter:
 
     def foreground(frame):
       logits = module.apply({'params': params}, normalize(frame[None], style))
-      return 1.0 - jax.nn.softmax(logits, axis=-1)[..., 0]
+      return jax.nn.sigmoid(deeplabv3.foreground_logit(logits))
     self._foreground = jax.jit(foreground)
 
   def start(self, video: VideoInput) -> None:
