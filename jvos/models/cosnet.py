@@ -38,7 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jvos.models.deeplabv3 import ASPP_FEATURES, DeepLabV3, PASCAL_CLASSES, foreground_logit
+from jvos.models.deeplabv3 import (ASPP_FEATURES, PASCAL_CLASSES, DeepLabV3, classify,
+                                   foreground_logit)
 from jvos.models.layers import Conv
 from jvos.models.preprocessing import normalize
 
@@ -89,9 +90,7 @@ class DeepLabClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
-    if self.head_conv:
-      features = nn.relu(Conv(ASPP_FEATURES, (3, 3), dtype=self.dtype, name='head_conv')(features))
-    return Conv(self.num_classes, (1, 1), dtype=self.dtype, name='logits')(features)
+    return classify(features, self.num_classes, self.head_conv, self.dtype)
 
 
 class COSNet(nn.Module):

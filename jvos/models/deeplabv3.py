@@ -60,6 +60,17 @@ def foreground_logit(class_logits: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(class_logits[..., 1:], axis=-1) - class_logits[..., 0]
 
 
+def classify(features: jax.Array, num_classes: int, head_conv: bool, dtype: Any) -> jax.Array:
+  """DeepLabV3's classifier on its ASPP features (B, h, w, C) -> class logits (B, h, w, K).
+
+  Called inside a module's compact method: its params (`head_conv` if set, `logits`) are that
+  module's, so DeepLabV3 and COSNet's copy of the classifier load the same pretrained params.
+  """
+  if head_conv:
+    features = nn.relu(Conv(ASPP_FEATURES, (3, 3), dtype=dtype, name='head_conv')(features))
+  return Conv(num_classes, (1, 1), dtype=dtype, name='logits')(features)
+
+
 def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   """(out_size, in_size) linear interpolation weights whose end samples meet the input's."""
   scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
@@ -159,10 +170,7 @@ class DeepLabV3(nn.Module):
                         name='aspp')(features)
     if features_only:
       return features
-    if self.head_conv:
-      features = nn.relu(Conv(ASPP_FEATURES, (3, 3), dtype=self.dtype, name='head_conv')(features))
-    logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, name='logits')(features)
-    logits = logits.astype(jnp.float32)
+    logits = classify(features, self.num_classes, self.head_conv, self.dtype).astype(jnp.float32)
     if self.align_corners:
       return resize_bilinear_align_corners(logits, height, width)
     # Upsampling only (the logits are at 1/output_stride), so the antialiasing of

@@ -2,8 +2,8 @@
 
   training   pairs of annotated frames of one video ('pair' sampler), every object as the
              foreground; BCE on both frames' outputs (`train.loss`: 'bce', or OSVOS's
-             class-balanced BCE, the official code's, which on DAVIS alone over-segments). The paper also
-             interleaves saliency images (an image paired with itself); no saliency data set is
+             class-balanced BCE, the official code's, which on DAVIS alone over-segments).
+             The paper also interleaves saliency images (an image paired with itself); no saliency data set is
              on these machines, so training sees DAVIS video pairs only.
   segmenting N reference frames spread evenly over the video (`segment.references`, default 5;
              fewer if the video is shorter; a one-frame video attends to itself) are encoded
@@ -60,10 +60,13 @@ def initial_params(model: cosnet.COSNet, model_config: ml_collections.ConfigDict
   params = jax.tree.map(np.asarray, jax.jit(model.init)(jax.random.PRNGKey(seed), images,
                                                         images)['params'])
   if model_config.pretrained:
-    for part in ('deeplab', 'classifier') if model_config.classifier_prior else ('deeplab',):
-      params[part] = weights.pretrained_params(
-          model_config.pretrained, DEEPLAB_BACKBONES[model_config.backbone],
-          model_config.input_style, params[part])
+    # The encoder's and the classifier's params are disjoint parts of one DeepLabV3 file.
+    parts = ('deeplab', 'classifier') if model_config.classifier_prior else ('deeplab',)
+    pretrained = weights.pretrained_params(
+        model_config.pretrained, DEEPLAB_BACKBONES[model_config.backbone],
+        model_config.input_style, {k: v for part in parts for k, v in params[part].items()})
+    for part in parts:
+      params[part] = {key: pretrained[key] for key in params[part]}
   return params
 
 
