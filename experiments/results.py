@@ -92,11 +92,15 @@ def _rows() -> list[Row]:
   rows.append(Row('deeplab-os16', 'DeepLabV3 object classes, output stride 16', 'zeroshot',
                   'configs/deeplab_davis16.py',
                   (deeplab_weights, '--config.model.output_stride=16')))
-  for references in (1, 3, 5):
-    rows.append(Row(f'cosnet-{references}', f'COSNet, {references} references', 'zeroshot',
-                    'configs/cosnet_davis16.py', (f'--config.segment.references={references}',)))
-  rows.append(Row('cosnet-5-crf', 'COSNet, 5 references + dense CRF', 'zeroshot',
-                  'configs/cosnet_davis16.py', ('--config.postprocess.crf=True',)))
+  rows.append(Row('cosnet', 'COSNet (5 references, flip, dense CRF)', 'zeroshot',
+                  'configs/cosnet_davis16.py'))
+  no_flip, no_crf = '--config.segment.flip=False', '--config.postprocess.crf=False'
+  rows.append(Row('cosnet-crf', 'COSNet (5 references, dense CRF), no flip', 'zeroshot',
+                  'configs/cosnet_davis16.py', (no_flip,)))
+  for references in (1, 5):
+    rows.append(Row(f'cosnet-{references}', f'COSNet, {references} references, no test-time levers',
+                    'zeroshot', 'configs/cosnet_davis16.py',
+                    (f'--config.segment.references={references}', no_flip, no_crf)))
   rows.append(Row('rvos-zeroshot', 'RVOS zero-shot', 'zeroshot', 'configs/rvos_zeroshot_davis16.py'))
   return rows
 

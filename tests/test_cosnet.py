@@ -54,8 +54,9 @@ def video(tmp_path_factory):
 
 @pytest.mark.parametrize('num_frames', [1, 4])
 def test_reference_features_are_computed_once_per_video(small, video, num_frames, tmp_path):
-  _, model, params = small
-  segmenter = cosnet_system.CoAttentionSegmenter(model, params, references=5)
+  config, model, params = small
+  assert config.segment.references == 5
+  segmenter = cosnet_system.CoAttentionSegmenter(model, params, config.segment)
   counted = {'references': 0, 'frames': 0}
   features, probabilities = segmenter._features, segmenter._probabilities
   segmenter._features = lambda *a: counted.__setitem__('references', counted['references'] + 1) or (
@@ -105,8 +106,9 @@ def test_with_the_classifier_prior_training_starts_from_deeplab(davis2016_root, 
   config.model.pretrained = tflite
   assert config.model.classifier_prior
   model = cosnet_system.create(config.model)
+  config.segment.update(references=1, flip=False)
   segmenter = cosnet_system.CoAttentionSegmenter(
-      model, cosnet_system.initial_params(model, config.model, 0), references=1)
+      model, cosnet_system.initial_params(model, config.model, 0), config.segment)
   frame = read_frame(davis2016_root / 'JPEGImages' / '480p' / 'dog' / '00020.jpg')
   _, untrained = segmenter.step(segmenter._features(segmenter.params, frame[None] * 1.0), frame)
   baseline_config = deeplab_davis16.get_config()
@@ -116,3 +118,20 @@ def test_with_the_classifier_prior_training_starts_from_deeplab(davis2016_root, 
   # Only the upsampling differs (half-pixel centres here, align-corners in the TFLite export).
   assert np.mean(np.abs(untrained - expected)) < 0.01
   assert np.mean((untrained > 0.5) != (expected > 0.5)) < 0.005
+
+
+def test_flip_averages_the_frame_and_its_mirror_against_the_same_references(small, video):
+  config, model, params = small
+  params = jax.tree.map(lambda x: x, params)
+  params['head']['logits']['kernel'] = jnp.ones_like(params['head']['logits']['kernel'])
+  frames = [np.asarray(f, np.float32) for f in (video.frame(0), video.frame(1))]
+  answers = {}
+  for flip in (False, True):
+    segment = config.segment.copy_and_resolve_references()
+    segment.update(references=1, flip=flip)
+    segmenter = cosnet_system.CoAttentionSegmenter(model, params, segment)
+    references = segmenter._features(segmenter.params, jnp.asarray(frames[0][None]))
+    answers[flip] = [segmenter.step(references, f)[1][0] for f in (frames[1], frames[1][:, ::-1])]
+  plain, mirrored = answers[False]
+  np.testing.assert_allclose(answers[True][0], (plain + mirrored[:, ::-1]) / 2, atol=1e-5)
+  assert np.abs(mirrored[:, ::-1] - plain).max() > 1e-4  # The flip changes something.

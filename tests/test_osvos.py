@@ -23,6 +23,7 @@ from jvos import finetune
 from jvos import online_adaptation
 from jvos import segment
 from jvos import systems
+from jvos import test_time_augmentation
 from jvos import train
 from jvos import weights
 from jvos.data.davis import load_davis
@@ -365,7 +366,8 @@ def test_test_time_augmentation_averages_mirrored_and_resized_views():
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
   image = jax.random.uniform(jax.random.PRNGKey(1), (48, 72, 3), maxval=255.0)
   plain = osvos.probabilities(model.apply({'params': params}, image[None]))[0]
-  averaged = functools.partial(osvos_system.averaged_probabilities, model, params)
+  score = lambda views: osvos.probabilities(model.apply({'params': params}, views))
+  averaged = functools.partial(test_time_augmentation.averaged, score)
   np.testing.assert_allclose(averaged(image, flip=False, scales=(1.0,)), plain, atol=1e-6)
   flipped = osvos.probabilities(model.apply({'params': params}, image[None, :, ::-1]))[0]
   np.testing.assert_allclose(averaged(image, flip=True, scales=(1.0,)),
@@ -386,7 +388,7 @@ def test_test_time_augmentation_averages_mirrored_and_resized_views():
 def test_bad_test_time_augmentation_values_fail_naming_the_field(field, value):
   section = ml_collections.ConfigDict({'flip': False, 'scales': (1.0,), field: value})
   with pytest.raises(InputError, match=f'segment.{field}'):
-    osvos_system.tta_settings(section)
+    test_time_augmentation.settings(section)
 
 
 def test_pseudo_labels_take_confident_pixels_near_the_object_and_far_ones_as_background():

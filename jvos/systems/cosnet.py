@@ -9,7 +9,8 @@
              fewer if the video is shorter; a one-frame video attends to itself) are encoded
              once when the video starts; each frame is then one encoder pass and N
              co-attention heads, whose probabilities are averaged (as the official code). A
-             video costs about (frames + N) encoder passes.
+             video costs about (frames + N) encoder passes; `segment.flip` scores the
+             mirrored frame too (jvos/test_time_augmentation.py), twice the frames' cost.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jvos import test_time_augmentation
 from jvos import weights
 from jvos.data.video import VOID
 from jvos.errors import InputError
@@ -110,20 +112,25 @@ class CoAttentionSegmenter:
   State (on the device): the references' features (N, h, w, C).
   """
 
-  def __init__(self, model: cosnet.COSNet, params: Any, references: int):
+  def __init__(self, model: cosnet.COSNet, params: Any,
+               segment_config: ml_collections.ConfigDict):
+    references = segment_config.references
     if references < 1:
       raise InputError(f'segment.references={references}: COSNet compares each frame with at '
                        'least one reference frame; use e.g. 5.')
+    flip, scales = test_time_augmentation.settings(segment_config)
     self.params, self.references = jax.device_put(params), references
     self._features = jax.jit(lambda p, frames: model.apply({'params': p}, frames,
                                                            method=cosnet.COSNet.features))
 
     def probabilities(p, frame, references):
-      features = model.apply({'params': p}, frame[None], method=cosnet.COSNet.features)
-      logits = jax.vmap(lambda reference: model.apply(
-          {'params': p}, features, reference[None], frame.shape[:2],
-          method=cosnet.COSNet.attend)[0])(references)
-      return jnp.mean(jax.nn.sigmoid(logits), axis=0)[None]
+      def score(views):  # Each view against every reference, the answers averaged.
+        features = model.apply({'params': p}, views, method=cosnet.COSNet.features)
+        logits = jax.vmap(lambda reference: model.apply(
+            {'params': p}, features, jnp.broadcast_to(reference, (len(views), *reference.shape)),
+            views.shape[1:3], method=cosnet.COSNet.attend))(references)
+        return jnp.mean(jax.nn.sigmoid(logits), axis=0)
+      return test_time_augmentation.averaged(score, frame, flip, scales)[None]
     self._probabilities = jax.jit(probabilities)
 
   def start(self, video: VideoInput) -> jax.Array:
@@ -144,4 +151,4 @@ SYSTEM = System(
     name='cosnet', tasks=('unsupervised',), create=create, initial_params=initial_params,
     make_loss=make_loss, clip=clip,
     build_segmenter=lambda config, model, params: CoAttentionSegmenter(
-        model, params, config.segment.references))
+        model, params, config.segment))

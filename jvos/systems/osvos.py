@@ -12,7 +12,7 @@ jvos/online_adaptation.py), through the same compiled loop.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ import numpy as np
 
 from jvos import finetune
 from jvos import online_adaptation
+from jvos import test_time_augmentation
 from jvos import weights
 from jvos.data.video import VOID
 from jvos.errors import InputError
@@ -92,44 +93,6 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
   return {'image': images[:, None], 'labels': masks[:, None]}
 
 
-def averaged_probabilities(model: osvos.OSVOS, params: Any, image: jax.Array, flip: bool,
-                           scales: Sequence[float]) -> jax.Array:
-  """(H, W) foreground probabilities of one image, averaged over test-time augmentations.
-
-  Each scale resizes the image (bilinear) before the network and the probabilities back after
-  it; with `flip`, the mirrored image is scored too and its answer mirrored back. One batch per
-  scale, so a flip costs one more image in the same call. scales=(1.0,), flip=False: the
-  network's own answer.
-  """
-  height, width = image.shape[:2]
-  total = jnp.zeros((height, width), jnp.float32)
-  for scale in scales:
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    scaled = image if size == (height, width) else jax.image.resize(image, (*size, 3), 'linear')
-    views = jnp.stack([scaled, scaled[:, ::-1]]) if flip else scaled[None]
-    maps = osvos.probabilities(model.apply({'params': params}, views))
-    if flip:
-      maps = jnp.stack([maps[0], maps[1][:, ::-1]])
-    if size != (height, width):
-      maps = jax.image.resize(maps, (len(maps), height, width), 'linear')
-    total = total + maps.sum(0)
-  return total / (len(scales) * (2 if flip else 1))
-
-
-def tta_settings(segment_config: ml_collections.ConfigDict) -> tuple[bool, tuple[float, ...]]:
-  """segment.flip and segment.scales, checked: (flip, scales)."""
-  flip, scales = segment_config.flip, segment_config.scales
-  if not isinstance(flip, bool):
-    raise InputError(f'segment.flip={flip!r}: use True or False.')
-  if isinstance(scales, (int, float)):
-    scales = (scales,)
-  if (not isinstance(scales, (tuple, list)) or not scales
-      or not all(isinstance(s, (int, float)) and 0.25 <= s <= 4 for s in scales)):
-    raise InputError(f'segment.scales={scales!r}: use a tuple of image scales in [0.25, 4], e.g. '
-                     '--config.segment.scales="(1.0, 0.75)" (1.0: the frame as it is).')
-  return flip, tuple(float(s) for s in scales)
-
-
 def online_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                  config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """An online step's batch: from the given frame or the current one (a coin flip per step)."""
@@ -165,8 +128,12 @@ class FinetuneSegmenter:
           functools.partial(loss, model), online_finetune,
           functools.partial(online_batch, config=config.finetune), config.seed + 1,
           self.parent_params)
-    flip, scales = tta_settings(config.segment)
-    predict = functools.partial(averaged_probabilities, model, flip=flip, scales=scales)
+    flip, scales = test_time_augmentation.settings(config.segment)
+
+    def predict(params, image):
+      return test_time_augmentation.averaged(
+          lambda views: osvos.probabilities(model.apply({'params': params}, views)), image,
+          flip, scales)
     self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
 
   def start(self, video: VideoInput) -> dict[str, Any]:
