@@ -53,4 +53,10 @@ def get_config():
       teacher_forcing=1.0,
       empty_slot_weight=0.0,  # Zero-shot only (see jvos/systems/rvos.py).
       init_weights=''))  # Continue from a trained run of RVOS (a curriculum's next stage).
+
+  # Test-time levers shared with OSVOS: each object kept near its flow-carried previous mask
+  # (jvos/temporal_prior.py) and the dense CRF on the scores (jvos/postprocess.py); J&F and
+  # their cost with and without in experiments/rvos_davis17/README.md.
+  config.temporal_prior.method = 'flow'
+  config.postprocess.crf = True
   return config

@@ -74,14 +74,15 @@ def _rows() -> list[Row]:
                     'davis16', 'configs/osmn_davis16.py', (), ((part, False),)))
   rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps', 'davis16', 'configs/osmn_davis16.py',
                   ('--config.finetune.steps=50',)))
-  both('rvos', 'RVOS one-shot', 'configs/rvos_davis17.py')
+  both('rvos', 'RVOS one-shot (flow prior, dense CRF)', 'configs/rvos_davis17.py')
+  both('rvos-no-levers', 'RVOS one-shot, no test-time levers', 'configs/rvos_davis17.py',
+       '--config.temporal_prior.method=none', '--config.postprocess.crf=False')
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))
   # Issue 13's shared levers on the other one-shot systems: the flow prior and the dense CRF.
   prior, crf = '--config.temporal_prior.method=flow', '--config.postprocess.crf=True'
   for name, system, config in (('osmn', 'OSMN', 'configs/osmn_davis16.py'),
-                               ('rvos', 'RVOS one-shot', 'configs/rvos_davis17.py'),
                                ('s2s', 'S2S', 'configs/s2s_davis16.py')):
     rows.append(Row(f'{name}-prior', f'{system} + flow prior', 'davis16', config, (prior,)))
     rows.append(Row(f'{name}-crf', f'{system} + dense CRF', 'davis16', config, (crf,)))
@@ -97,7 +98,7 @@ def _rows() -> list[Row]:
   no_flip, no_crf = '--config.segment.flip=False', '--config.postprocess.crf=False'
   rows.append(Row('cosnet-crf', 'COSNet (5 references, dense CRF), no flip', 'zeroshot',
                   'configs/cosnet_davis16.py', (no_flip,)))
-  for references in (1, 5):
+  for references in (1, 3, 5):
     rows.append(Row(f'cosnet-{references}', f'COSNet, {references} references, no test-time levers',
                     'zeroshot', 'configs/cosnet_davis16.py',
                     (f'--config.segment.references={references}', no_flip, no_crf)))
