@@ -64,6 +64,5 @@ def get_config():
   # about 40 s per 50 frames on 2 CPU cores: the mirrored frame scored too (flip,
   # jvos/test_time_augmentation.py) and the dense CRF on the scores (jvos/postprocess.py).
   config.segment.flip = True
-  config.segment.scales = (1.0,)
   config.postprocess.crf = True
   return config

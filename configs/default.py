@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.segment.max_height = 480
   # Compute dtype of a learned system's network ('bfloat16' on GPU/TPU); empty: the weights'.
   config.segment.dtype = ''
+  # Per-frame scorers (OSVOS, COSNet): test-time augmentation, jvos/test_time_augmentation.py.
+  # flip: the mirrored frame scored too; scales: image scales averaged ((1.0,): the frame as is).
+  config.segment.flip = False
+  config.segment.scales = (1.0,)
 
   # Refinement of every method's per-object scores before they are merged: the dense CRF
   # (postprocess.crf=True); the fields are documented in jvos/postprocess.py (CRFParams).

@@ -59,7 +59,6 @@ def get_config():
   # `scales`, did not pay), each object kept near its flow-carried previous mask (the temporal
   # prior) and the dense CRF on the scores.
   config.segment.flip = True
-  config.segment.scales = (1.0,)
   config.temporal_prior.method = 'flow'
   config.postprocess.crf = True
   # Online adaptation during the video (OnAVOS): off (online.every=0); it cost 0.05-0.14 J&F
