@@ -56,7 +56,8 @@ def get_config():
       data_threads=4, data_prefetch=16,
       # The previous mask's prior is perturbed so the network copes with its own errors:
       # centre by up to +-prior_shift sigma, spread by a factor up to x/ prior_spread.
-      prior_shift=0.2, prior_spread=1.4))
+      prior_shift=0.2, prior_spread=1.4,
+      init_weights=''))  # Continue from trained OSMN weights (params.msgpack).
 
   # Optional online fine-tuning on each object's given frame (0: none, the default).
   config.finetune = ml_collections.ConfigDict(dict(

@@ -25,8 +25,9 @@ def get_config():
   config.weights = os.path.join(_REPO, 'experiments', 'rvos_zeroshot_davis16', 'params.msgpack')
   config.model.update(one_shot=False, max_objects=5)
   config.train.update(teacher_forcing=0.0, empty_slot_weight=1.0)
-  # The one-shot config's test-time levers follow given objects; zero-shot slots are unmeasured
-  # with them, so they stay off here.
+  # The one-shot config's test-time levers: the temporal prior follows given objects, of which
+  # zero-shot has none (it would do nothing), and the dense CRF is unmeasured on zero-shot
+  # slots; both off, so the config says what runs.
   config.temporal_prior.method = 'none'
   config.postprocess.crf = False
   return config

@@ -46,7 +46,7 @@ def get_config():
       batch_size=4, num_steps=1500, optimizer='adam', learning_rate=3e-4, momentum=0.9,
       schedule='cosine', warmup_steps=50, weight_decay=1e-5, grad_clip=1.0,
       checkpoint_every=250, keep_checkpoints=2, log_every=25,
-      # 5 frames, at crops of DAVIS frames scaled by 0.5-1 (the paper: 5-11 frames at
+      # Clips of 8 frames, at crops of DAVIS frames scaled by 0.5-1 (the paper: 5-11 frames at
       # 256x448); what 2 CPU cores train in an hour.
       clip_length=8, crop_size=(224, 224), scale_range=(0.5, 1.0), flip=True,
       colour_jitter=0.2, data_threads=4, data_prefetch=8,
