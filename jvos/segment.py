@@ -251,7 +251,8 @@ def completed_videos(masks_dir: pathlib.Path, record: dict) -> set[str]:
   record_path = _record_path(masks_dir)
   if record_path.is_file():
     previous = json.loads(record_path.read_text())
-    differences = _differences(previous, record)
+    # Compared as stored: JSON keeps a config's tuples, e.g. segment.scales, as lists.
+    differences = _differences(previous, json.loads(json.dumps(record)))
     if differences:
       listed = '; '.join(differences[:5]) + (' ...' if len(differences) > 5 else '')
       raise InputError(

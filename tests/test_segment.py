@@ -303,3 +303,15 @@ def test_segmenter_works_at_max_height_and_masks_come_back_at_frame_size(small_d
       read_label_map(tmp_path / 'masks' / '00000.png', binary=True) > 0, first)
   upscaled = read_label_map(tmp_path / 'masks' / f'{video.frame_names[1]}.png', binary=True) > 0
   assert 0.9 < iou(upscaled, first) < 1.0
+
+
+def test_a_rerun_with_the_same_config_keeps_finished_videos_and_another_config_fails(tmp_path):
+  masks_dir = tmp_path / 'masks'
+  record = {'segment': {'flip': True, 'scales': (1.0, 0.75)}, 'model': {'name': 'osvos'}}
+  assert segment.completed_videos(masks_dir, record) == set()
+  (tmp_path / 'masks_completed.txt').write_text('dog\ngoat\n')
+  # The record is stored as JSON (tuples as lists) and still matches the config it came from.
+  assert segment.completed_videos(masks_dir, record) == {'dog', 'goat'}
+  other = {'segment': {'flip': True, 'scales': (1.0,)}, 'model': {'name': 'osvos'}}
+  with pytest.raises(InputError, match=r'segment\.scales: \[1\.0, 0\.75\] -> \[1\.0\]'):
+    segment.completed_videos(masks_dir, other)
