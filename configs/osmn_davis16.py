@@ -1,5 +1,8 @@
 """OSMN on DAVIS-2016: one modulated forward pass per frame from the released weights.
 
+Each frame's scores then pass the shared test-time levers (flow prior, dense CRF; both off with
+--config.temporal_prior.method=none --config.postprocess.crf=False).
+
     # Segment with the released weights (experiments/osmn_davis16/), no fine-tuning:
     python launch.py --config configs/osmn_davis16.py --config.data.root=/data/DAVIS2016 \
         --config.data.sequences=dog,goat --workdir runs/osmn
@@ -64,4 +67,11 @@ def get_config():
       steps=0, batch_size=1, optimizer='adam', learning_rate=1e-4, momentum=0.9,
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
       max_scale=1.2, max_shift=0.1))
+
+  # Test-time levers shared with OSVOS and RVOS: each object kept near its flow-carried
+  # previous mask (jvos/temporal_prior.py) and the dense CRF on the scores
+  # (jvos/postprocess.py). They pay on DAVIS-2016 and on the composites alike: the rows
+  # osmn and osmn-no-levers of experiments/results.md.
+  config.temporal_prior.method = 'flow'
+  config.postprocess.crf = True
   return config

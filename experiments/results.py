@@ -60,33 +60,39 @@ def _rows() -> list[Row]:
     rows.append(Row(name, system, 'davis16', config, overrides))
     rows.append(Row(f'{name}-composites', system, 'composites', config, overrides))
 
+  # The test-time levers (issue 13): the flow prior, the dense CRF and the flipped view.
+  prior, crf = '--config.temporal_prior.method=flow', '--config.postprocess.crf=True'
+  no_prior, no_crf = '--config.temporal_prior.method=none', '--config.postprocess.crf=False'
+  no_flip = '--config.segment.flip=False'
+
   both('flow', 'flow (DIS propagation)', 'configs/flow_davis16.py')
   rows.append(Row('osvos-parent', 'OSVOS, parent only', 'davis16', 'configs/osvos_davis16.py',
                   ('--config.finetune.steps=0',)))
   both('osvos', 'OSVOS (200 fine-tune steps, flip, flow prior, CRF)', 'configs/osvos_davis16.py')
   rows.append(Row('osvos-no-levers', 'OSVOS (200 fine-tune steps), no test-time levers',
                   'davis16', 'configs/osvos_davis16.py',
-                  ('--config.segment.flip=False', '--config.temporal_prior.method=none',
-                   '--config.postprocess.crf=False')))
-  both('osmn', 'OSMN', 'configs/osmn_davis16.py')
+                  (no_flip, no_prior, no_crf)))
+  both('osmn', 'OSMN (flow prior, dense CRF)', 'configs/osmn_davis16.py')
+  both('osmn-no-levers', 'OSMN, no test-time levers', 'configs/osmn_davis16.py', no_prior, no_crf)
+  rows.append(Row('osmn-prior', 'OSMN + flow prior', 'davis16', 'configs/osmn_davis16.py',
+                  (no_crf,)))
+  rows.append(Row('osmn-crf', 'OSMN + dense CRF', 'davis16', 'configs/osmn_davis16.py',
+                  (no_prior,)))
   for part in ('visual', 'spatial'):
-    rows.append(Row(f'osmn-no-{part}', f'OSMN without the {part} modulator (at test time)',
-                    'davis16', 'configs/osmn_davis16.py', (), ((part, False),)))
-  rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps', 'davis16', 'configs/osmn_davis16.py',
-                  ('--config.finetune.steps=50',)))
+    rows.append(Row(f'osmn-no-{part}',
+                    f'OSMN without the {part} modulator (at test time), no test-time levers',
+                    'davis16', 'configs/osmn_davis16.py', (no_prior, no_crf), ((part, False),)))
+  rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps, no test-time levers', 'davis16',
+                  'configs/osmn_davis16.py', ('--config.finetune.steps=50', no_prior, no_crf)))
   both('rvos', 'RVOS one-shot (flow prior, dense CRF)', 'configs/rvos_davis17.py')
   both('rvos-no-levers', 'RVOS one-shot, no test-time levers', 'configs/rvos_davis17.py',
-       '--config.temporal_prior.method=none', '--config.postprocess.crf=False')
+       no_prior, no_crf)
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))
-  # Issue 13's shared levers on the other one-shot systems: the flow prior and the dense CRF.
-  prior, crf = '--config.temporal_prior.method=flow', '--config.postprocess.crf=True'
-  for name, system, config in (('osmn', 'OSMN', 'configs/osmn_davis16.py'),
-                               ('s2s', 'S2S', 'configs/s2s_davis16.py')):
-    rows.append(Row(f'{name}-prior', f'{system} + flow prior', 'davis16', config, (prior,)))
-    rows.append(Row(f'{name}-crf', f'{system} + dense CRF', 'davis16', config, (crf,)))
-    both(f'{name}-prior-crf', f'{system} + flow prior + dense CRF', config, prior, crf)
+  rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', 'configs/s2s_davis16.py', (prior,)))
+  rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', 'configs/s2s_davis16.py', (crf,)))
+  both('s2s-prior-crf', 'S2S + flow prior + dense CRF', 'configs/s2s_davis16.py', prior, crf)
   deeplab_weights = '--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite'
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
                   (deeplab_weights,)))
@@ -95,7 +101,6 @@ def _rows() -> list[Row]:
                   (deeplab_weights, '--config.model.output_stride=16')))
   rows.append(Row('cosnet', 'COSNet (5 references, flip, dense CRF)', 'zeroshot',
                   'configs/cosnet_davis16.py'))
-  no_flip, no_crf = '--config.segment.flip=False', '--config.postprocess.crf=False'
   rows.append(Row('cosnet-crf', 'COSNet (5 references, dense CRF), no flip', 'zeroshot',
                   'configs/cosnet_davis16.py', (no_flip,)))
   for references in (1, 3, 5):

@@ -248,11 +248,11 @@ def completed_videos(masks_dir: pathlib.Path, record: dict) -> set[str]:
   Masks written under another record are never mixed with new ones: that fails, listing the
   differences, and keeps them.
   """
+  # The record as it is stored: JSON keeps a config's tuples, e.g. segment.scales, as lists.
+  record = json.loads(json.dumps(record))
   record_path = _record_path(masks_dir)
   if record_path.is_file():
-    previous = json.loads(record_path.read_text())
-    # Compared as stored: JSON keeps a config's tuples, e.g. segment.scales, as lists.
-    differences = _differences(previous, json.loads(json.dumps(record)))
+    differences = _differences(json.loads(record_path.read_text()), record)
     if differences:
       listed = '; '.join(differences[:5]) + (' ...' if len(differences) > 5 else '')
       raise InputError(
