@@ -2,6 +2,7 @@
 
 import pathlib
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from configs import s2s_davis16
 from jvos import input_pipeline
+from jvos import systems
 from jvos.data.davis import load_davis
 from jvos.data.synthetic import ensure_synthetic_davis
 from jvos.errors import InputError
@@ -92,6 +94,35 @@ def video(tmp_path_factory):
   root = ensure_synthetic_davis(tmp_path_factory.mktemp('synthetic'), num_videos=1,
                                 num_frames=5, height=SIZE[0], width=SIZE[1], max_objects=2, seed=1)
   return load_davis(pathlib.Path(root)).videos[0]
+
+
+def test_objects_in_one_step_score_as_each_alone(tmp_path):
+  # Without OL the frame is encoded once for all objects: no object's state leaks into another's.
+  # The released weights (untrained ones give every mask the same state: a zero mask conv), on
+  # frames large enough for their stride of 32.
+  size = (160, 256)
+  root = ensure_synthetic_davis(tmp_path, num_videos=1, num_frames=3, height=size[0],
+                                width=size[1], max_objects=2, seed=1)
+  video = load_davis(pathlib.Path(root)).videos[0]
+  config = s2s_davis16.get_config()
+  model, params, _ = systems.load_weights(config.weights, s2s_system.SYSTEM)
+  segmenter = s2s_system.SequenceSegmenter(model, params, config)
+  frames = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in video.frame_paths]
+  first = video.annotation(video.frame_names[0])
+  masks = np.stack([first == 1, first == 2])
+
+  def run(objects):
+    given = {slot: (0, masks[k]) for slot, k in enumerate(objects)}
+    state = segmenter.start(VideoInput('v', (), size, given))
+    state = segmenter.add_objects(state, frames[0], list(range(len(objects))), masks[objects])
+    for frame in frames[1:]:
+      state, probabilities = segmenter.step(state, frame)
+    return probabilities
+
+  both = run([0, 1])
+  assert np.abs(both[0] - both[1]).max() > 0.01  # Two objects, two different answers...
+  np.testing.assert_allclose(both[0], run([0])[0], atol=1e-4)  # ...each its own.
+  np.testing.assert_allclose(both[1], run([1])[0], atol=1e-4)
 
 
 def test_an_object_given_late_starts_its_state_on_its_own_frame(small, video, tmp_path):
