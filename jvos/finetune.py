@@ -87,14 +87,38 @@ def make_finetune(loss_fn: Callable[[Any, dict, jax.Array], jax.Array],
   return finetune
 
 
-def repeat_objects(tree: Any, num_objects: int) -> Any:
-  """`num_objects` copies of every array of `tree`, stacked on a new leading (object) axis."""
-  return jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), tree)
+class ObjectParams:
+  """Each object's network, as segmenters hold it: one network for all objects while none is
+  fine-tuned for itself (`per_object` False), else one copy per object stacked on a leading
+  axis. Segmenters vmap their frame step over objects with `axis` as the parameters' in_axes:
+  with one shared network, whatever depends only on the frame (a backbone before its first
+  modulated or per-object input) is computed once, and the rest runs as one batched
+  convolution; vmapping over stacked identical copies runs one convolution per copy (3.6x a
+  frame's time for 2 objects, experiments/objects_speed.md).
+  """
 
+  def __init__(self, per_object: bool):
+    self.per_object = per_object
+    self.axis = 0 if per_object else None
 
-def set_object(stacked: Any, slot: int, tree: Any) -> Any:
-  """`stacked` (see `repeat_objects`) with object `slot` replaced by `tree`."""
-  return jax.tree.map(lambda s, x: s.at[slot].set(x), stacked, tree)
+  def start(self, params: Any, num_objects: int) -> Any:
+    """What a video starts with: `num_objects` stacked copies of `params`, or `params`."""
+    if not self.per_object:
+      return params
+    return jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), params)
+
+  def get(self, held: Any, slot: int) -> Any:
+    """Object `slot`'s network."""
+    return jax.tree.map(lambda x: x[slot], held) if self.per_object else held
+
+  def set(self, held: Any, slot: int, params: Any) -> Any:
+    """`held` with object `slot`'s network replaced by `params`."""
+    if not self.per_object:
+      if params is not held:
+        raise ValueError('objects share one network here: hold them with '
+                         'ObjectParams(per_object=True) to give one its own.')
+      return held
+    return jax.tree.map(lambda s, x: s.at[slot].set(x), held, params)
 
 
 class ObjectFinetuner:
@@ -120,6 +144,12 @@ class ObjectFinetuner:
       optimizer = train.make_optimizer(config, train.make_schedule(config, config.steps), frozen)
       self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, config.steps,
                                 make_batch)
+
+  @property
+  def tunes(self) -> bool:
+    """Whether `tune` changes anything (`finetune.steps` > 0): objects then need their own
+    networks (`ObjectParams(per_object=True)`)."""
+    return self._run is not None
 
   def tune(self, params: Any, inputs: Any, stream: int) -> Any:
     """`params` fine-tuned on `inputs`, with random stream `stream` of the seed (the object's

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import osmn_davis16
+from jvos import finetune
 from jvos import input_pipeline
 from jvos import systems
 from jvos import train
@@ -210,6 +211,39 @@ def test_segmenter_follows_every_object_in_one_batch_and_survives_an_empty_mask(
   state, scores = segmenter.step(state, frame)
   assert scores.shape == (3, 72, 96) and np.isfinite(scores).all()
   np.testing.assert_array_equal(np.asarray(state['priors']), before)
+
+
+def test_objects_sharing_one_network_score_as_with_a_copy_each(small_model):
+  # Without fine-tuning the segmenter holds one network for all objects (finetune.ObjectParams):
+  # the same answers as the stacked copies a fine-tuned segmenter holds, at a fraction of the cost.
+  config, model, params = small_model
+  segmenter = osmn_system.ModulatedSegmenter(model, params, config)
+  state = segmenter.start(VideoInput('v', (), (64, 96), {k: (0, None) for k in range(3)}))
+  assert state['params'] is segmenter.params  # One network, not three copies.
+  rng = np.random.default_rng(0)
+  frame = jnp.asarray(rng.uniform(0, 255, (64, 96, 3)), jnp.float32)
+  scales = jnp.asarray(rng.uniform(0.5, 1.5, state['scales'].shape), jnp.float32)
+  priors = jnp.array([[20, 30, 8, 8], [40, 60, 10, 6], [30, 10, 5, 12]], jnp.float32)
+  step = jax.jit(osmn_system._step, static_argnums=(0, 1))  # pylint: disable=protected-access
+  shared = step(model, None, params, scales, priors, frame)
+  copies = step(model, 0, finetune.ObjectParams(per_object=True).start(params, 3), scales,
+                priors, frame)
+  assert np.abs(np.asarray(shared[1][0] - shared[1][1])).max() > 1e-3  # Objects differ...
+  for got, want in zip(shared, copies):  # ...and each is what its own copy gives.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_a_shared_network_cannot_be_given_to_one_object():
+  tree = {'w': jnp.ones(3)}
+  shared = finetune.ObjectParams(per_object=False)
+  held = shared.start(tree, 2)
+  assert held is tree and shared.get(held, 1) is tree and shared.set(held, 1, tree) is tree
+  with pytest.raises(ValueError, match='per_object=True'):
+    shared.set(held, 1, {'w': jnp.zeros(3)})
+  copies = finetune.ObjectParams(per_object=True)
+  held = copies.set(copies.start(tree, 2), 1, {'w': jnp.zeros(3)})
+  np.testing.assert_array_equal(copies.get(held, 0)['w'], np.ones(3))
+  np.testing.assert_array_equal(copies.get(held, 1)['w'], np.zeros(3))
 
 
 def test_weights_of_another_system_are_refused_naming_both(tmp_path):

@@ -2,7 +2,6 @@
 
 import pathlib
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,13 +106,13 @@ def test_objects_in_one_step_score_as_each_alone(tmp_path):
   config = s2s_davis16.get_config()
   model, params, _ = systems.load_weights(config.weights, s2s_system.SYSTEM)
   segmenter = s2s_system.SequenceSegmenter(model, params, config)
-  frames = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in video.frame_paths]
   first = video.annotation(video.frame_names[0])
   masks = np.stack([first == 1, first == 2])
+  frames = [VideoInput('v', video.frame_paths, size, {}).frame(i) for i in range(len(video))]
 
   def run(objects):
     given = {slot: (0, masks[k]) for slot, k in enumerate(objects)}
-    state = segmenter.start(VideoInput('v', (), size, given))
+    state = segmenter.start(VideoInput('v', video.frame_paths, size, given))
     state = segmenter.add_objects(state, frames[0], list(range(len(objects))), masks[objects])
     for frame in frames[1:]:
       state, probabilities = segmenter.step(state, frame)

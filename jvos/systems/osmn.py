@@ -208,8 +208,8 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
 class ModulatedSegmenter:
   """Segmenter: per object a guide's scales and a prior; one batched forward per frame.
 
-  State (on the device): 'params' one network per object, stacked (all the trained one unless
-  fine-tuned), 'scales' (objects, channels), 'priors' (objects, 4).
+  State (on the device): 'params' the objects' networks (`finetune.ObjectParams`: one for
+  all unless fine-tuned), 'scales' (objects, channels), 'priors' (objects, 4).
   """
 
   def __init__(self, model: osmn.OSMN, params: Any, config: ml_collections.ConfigDict):
@@ -220,14 +220,15 @@ class ModulatedSegmenter:
         functools.partial(finetune_batch, config=config.finetune), config.seed, self.params)
     self._scales = jax.jit(lambda p, guide: model.apply(
         {'params': p}, guide[None], method=osmn.OSMN.scales)[0])
-    self._step = jax.jit(functools.partial(_step, model))
+    self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes)
+    self._step = jax.jit(functools.partial(_step, model, self._objects.axis))
 
   def start(self, video: VideoInput) -> dict[str, Any]:
     objects = max(video.num_objects, 1)
     segmentation = self.model.segmentation
     channels = osmn.modulation_channels(segmentation.backbone, segmentation.width_multiplier)
     total = sum(channels[name] for name in self.model.modulated_layers)
-    return {'params': finetune.repeat_objects(self.params, objects),
+    return {'params': self._objects.start(self.params, objects),
             'scales': jnp.ones((objects, total)), 'priors': jnp.zeros((objects, 4))}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
@@ -243,22 +244,23 @@ class ModulatedSegmenter:
       inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32), 'guide': guide}
       params = self._finetuner.tune(self.params, inputs, slot)
       state = {
-          'params': finetune.set_object(state['params'], slot, params),
+          'params': self._objects.set(state['params'], slot, params),
           'scales': state['scales'].at[slot].set(self._scales(params, guide)),
           'priors': state['priors'].at[slot].set(osmn.prior_from_mask(jnp.asarray(mask))),
       }
     return state
 
 
-def _step(model: osmn.OSMN, params: Any, scales: jax.Array, priors: jax.Array,
-          frame: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Every object on one frame: (new priors, probabilities (objects, H, W))."""
+def _step(model: osmn.OSMN, params_axis: int | None, params: Any, scales: jax.Array,
+          priors: jax.Array, frame: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Every object on one frame: (new priors, probabilities (objects, H, W)); `params` as
+  `finetune.ObjectParams` holds them, `params_axis` its axis."""
   def one(p, s, prior):
     outputs = model.apply({'params': p}, frame[None], s[None], prior[None],
                           method=osmn.OSMN.segment)
     return osvos.probabilities(outputs)[0]
 
-  probabilities = jax.vmap(one)(params, scales, priors)
+  probabilities = jax.vmap(one, in_axes=(params_axis, 0, 0))(params, scales, priors)
   new = jax.vmap(osmn.prior_from_mask)(probabilities > 0.5)
   # An object not found keeps the prior where it was last seen.
   return jnp.where(new[:, 2:3] > 0, new, priors), probabilities

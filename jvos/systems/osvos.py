@@ -12,7 +12,7 @@ jvos/online_adaptation.py), through the same compiled loop.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +105,9 @@ def online_batch(inputs: dict[str, jax.Array], rng: jax.Array,
 class FinetuneSegmenter:
   """Segmenter: fine-tune the parent on each object's given mask, then score every frame.
 
-  State: 'params', one set of parameters per object stacked on a leading axis, so one jitted
-  call scores every object of a frame (an object not fine-tuned yet holds the parent); for
+  State: 'params', the objects' networks (`finetune.ObjectParams`: stacked, one per object,
+  so one jitted call scores every object of a frame; an object not fine-tuned yet holds the
+  parent; only the parent when nothing is fine-tuned, `finetune.steps=0`); for
   online adaptation also each object's given frame and mask ('given') and its last mask
   ('previous'), and the frames scored so far ('frames').
   """
@@ -128,22 +129,29 @@ class FinetuneSegmenter:
           functools.partial(loss, model), online_finetune,
           functools.partial(online_batch, config=config.finetune), config.seed + 1,
           self.parent_params)
+    adapts = self.online.every and self._adapter.tunes
+    self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes or adapts)
     flip, scales = test_time_augmentation.settings(config.segment)
 
     def predict(params, image):
       return test_time_augmentation.averaged(
           lambda views: osvos.probabilities(model.apply({'params': params}, views)), image,
           flip, scales)
-    self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
+    # One network for all objects scores the frame once (vmap leaves it unbatched) and gives
+    # every object that answer: `objects` sets the object axis then.
+    self._predict = jax.jit(
+        lambda params, image, objects: jax.vmap(
+            predict, in_axes=(self._objects.axis, None), axis_size=objects)(params, image),
+        static_argnums=2)
 
   def start(self, video: VideoInput) -> dict[str, Any]:
     objects = max(video.num_objects, 1)
-    return {'params': finetune.repeat_objects(self.parent_params, objects),
+    return {'params': self._objects.start(self.parent_params, objects),
             'given': [None] * objects, 'previous': [None] * objects, 'frames': 0}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     image = jnp.asarray(frame, jnp.float32)
-    scores = np.asarray(self._predict(state['params'], image))
+    scores = np.asarray(self._predict(state['params'], image, len(state['given'])))
     state['frames'] += 1
     if self.online.every:
       if state['frames'] % self.online.every == 0:
@@ -160,17 +168,17 @@ class FinetuneSegmenter:
       if labels is not None:
         inputs = {'image': jnp.stack([given['image'], image]),
                   'mask': jnp.stack([given['mask'], jnp.asarray(labels)])}
-        params = jax.tree.map(lambda x, s=slot: x[s], state['params'])
+        params = self._objects.get(state['params'], slot)
         # A new random stream per object and adaptation: fold in the frame count too.
         tuned = self._adapter.tune(params, inputs, state['frames'] * len(scores) + slot)
-        state['params'] = finetune.set_object(state['params'], slot, tuned)
+        state['params'] = self._objects.set(state['params'], slot, tuned)
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
       inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
-      state['params'] = finetune.set_object(
+      state['params'] = self._objects.set(
           state['params'], slot, self._finetuner.tune(self.parent_params, inputs, slot))
       if self.online.every:
         state['given'][slot] = inputs

@@ -112,9 +112,9 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
 class SequenceSegmenter:
   """Segmenter: a ConvLSTM state per object, one jitted step for all objects per frame.
 
-  State (on the device): 'params' one network per object, stacked (the trained one unless OL
-  fine-tuned it), 'h' and 'c' (objects, 1, h, w, hidden), 'masks' each object's previous soft
-  mask (used without an initializer only).
+  State (on the device): 'params' the objects' networks (`finetune.ObjectParams`: one for
+  all unless OL fine-tunes each), 'h' and 'c' (objects, 1, h, w, hidden), 'masks' each
+  object's previous soft mask (used without an initializer only).
   """
 
   def __init__(self, model: s2s.S2S, params: Any, config: ml_collections.ConfigDict):
@@ -132,22 +132,14 @@ class SequenceSegmenter:
       logits, (h, c) = model.apply({'params': p}, stages, (h, c), size, method=s2s.S2S.step)
       return jax.nn.sigmoid(logits), h, c
 
-    # Without OL every object has the same network and, with an initializer, the encoder does
-    # not see the masks: the frame is encoded once and only the ConvLSTM and decoder run per
-    # object, batched (vmapping the encoder over stacked copies of one network costs more
-    # than the copies: 3.6x the frame time for 2 objects, experiments/objects_speed.md).
-    shared = config.finetune.steps == 0 and model.initializer
+    self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes)
 
     def step(params, frame, h, c, masks):
-      size = frame.shape[:2]
-      if shared:
-        p = jax.tree.map(lambda x: x[0], params)
-        stages = encode(p, frame, None)
-        probabilities, h, c = jax.vmap(lambda h, c: decode(p, stages, h, c, size))(h, c)
-      else:
-        probabilities, h, c = jax.vmap(
-            lambda p, h, c, mask: decode(p, encode(p, frame, mask), h, c, size))(
-                params, h, c, masks)
+      # With one network for all objects and an initializer (the encoder then ignores the
+      # masks), vmap leaves the encoder unbatched: each frame is encoded once.
+      probabilities, h, c = jax.vmap(
+          lambda p, h, c, mask: decode(p, encode(p, frame, mask), h, c, frame.shape[:2]),
+          in_axes=(self._objects.axis, 0, 0, 0))(params, h, c, masks)
       return probabilities[:, 0], h, c
     self._step = jax.jit(step)
 
@@ -156,7 +148,7 @@ class SequenceSegmenter:
     frame = jnp.zeros((*video.working_size, 3))
     h, c = jax.eval_shape(self._initialize, self.params, frame, frame[..., 0])
     zeros = lambda x: jnp.zeros((objects, *x.shape), x.dtype)
-    return {'params': finetune.repeat_objects(self.params, objects), 'h': zeros(h),
+    return {'params': self._objects.start(self.params, objects), 'h': zeros(h),
             'c': zeros(c), 'masks': jnp.zeros((objects, 1, *video.working_size))}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
@@ -171,7 +163,7 @@ class SequenceSegmenter:
       mask = jnp.asarray(mask, jnp.float32)
       params = self._finetuner.tune(self.params, {'image': image, 'mask': mask}, slot)
       h, c = self._initialize(params, image, mask)
-      state = {'params': finetune.set_object(state['params'], slot, params),
+      state = {'params': self._objects.set(state['params'], slot, params),
                'h': state['h'].at[slot].set(h), 'c': state['c'].at[slot].set(c),
                'masks': state['masks'].at[slot, 0].set(mask)}
     return state
