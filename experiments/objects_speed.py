@@ -11,29 +11,24 @@ experiments/objects_speed.md holds the measurements.
 """
 
 import argparse
-import json
 import os
 import pathlib
-import subprocess
-import sys
 import tempfile
 
 from configs.demo_video import SYSTEM_CONFIGS
 from jvos.data import synthetic
+import segment_runs
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 _NETWORK_ALONE = ('--config.temporal_prior.method=none', '--config.postprocess.crf=False')
 
 
 def frames_per_second(system: str, root: pathlib.Path, workdir: pathlib.Path) -> float:
-  command = [sys.executable, str(REPO / 'launch.py'), '--config',
-             str(REPO / 'configs' / f'{SYSTEM_CONFIGS[system]}.py'), '--mode', 'segment',
-             f'--config.data.root={root}', '--config.data.mask_format=palette', *_NETWORK_ALONE,
-             f'--workdir={workdir}']
-  subprocess.run(command, capture_output=True, text=True, check=True)
-  timing = json.loads((workdir / 'timing.json').read_text())
-  return (sum(t['frames'] for t in timing.values()) /
-          sum(t['seconds'] for t in timing.values()))
+  segment_runs.run(segment_runs.segment_command(
+      f'configs/{SYSTEM_CONFIGS[system]}.py', f'--config.data.root={root}',
+      '--config.data.mask_format=palette', *_NETWORK_ALONE, workdir=workdir),
+                   capture_output=True, text=True)
+  _, frames, seconds = segment_runs.timing(workdir)
+  return frames / seconds
 
 
 def main() -> None:

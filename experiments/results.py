@@ -28,12 +28,12 @@ import os
 import pathlib
 import platform
 import shlex
-import subprocess
-import sys
+import shutil
 
 from jvos.data import composites
+import segment_runs
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = segment_runs.REPO
 RESULTS = REPO / 'experiments' / 'results'
 VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goat',
        'horsejump-high', 'motocross-jump', 'paragliding-launch', 'soapbox')
@@ -148,25 +148,23 @@ def machine() -> str:
 def run(row: Row, davis: pathlib.Path, composites_root: pathlib.Path,
         weights: pathlib.Path) -> dict:
   workdir = REPO / 'runs' / 'results' / row.name
-  command = [sys.executable, 'launch.py', '--config', row.config, '--mode', 'segment',
-             *data_flags(row, davis, composites_root),
-             *(o.format(weights=weights) for o in row.overrides), f'--workdir={workdir}']
-  subprocess.run(['rm', '-rf', str(workdir)], check=True)
+  command = segment_runs.segment_command(
+      row.config, *data_flags(row, davis, composites_root),
+      *(o.format(weights=weights) for o in row.overrides), workdir=workdir)
+  shutil.rmtree(workdir, ignore_errors=True)
   if row.ablate:
     command.insert(-1, f'--config.weights={ablated_weights(row, workdir / "weights")}')
   print('$', shlex.join(command), flush=True)
   started = datetime.datetime.now()
-  subprocess.run(command, cwd=REPO, check=True)
+  segment_runs.run(command)
   wall = (datetime.datetime.now() - started).total_seconds()
   metrics = json.loads((workdir / 'metrics.json').read_text())
-  timing = json.loads((workdir / 'timing.json').read_text())
-  frames = sum(t['frames'] for t in timing.values())
-  seconds = sum(t['seconds'] for t in timing.values())
+  videos, frames, seconds = segment_runs.timing(workdir)
   record = {
       'row': dataclasses.asdict(row), 'command': shlex.join(command[1:]),
       'date': started.isoformat(timespec='minutes'), 'machine': machine(),
       'JF': metrics['JF_mean'], 'J': metrics['J_mean'], 'F': metrics['F_mean'],
-      'seconds_per_sequence': seconds / len(timing), 'frames_per_second': frames / seconds,
+      'seconds_per_sequence': seconds / videos, 'frames_per_second': frames / seconds,
       'wall_seconds': wall,
       'sequences': {name: s['JF_mean'] for name, s in metrics['sequences'].items()},
   }

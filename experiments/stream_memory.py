@@ -11,15 +11,13 @@ it writes. experiments/stream_memory.md holds the measurements.
 
 import argparse
 import pathlib
-import subprocess
-import sys
 import tempfile
 import time
 
 from configs.demo_video import SYSTEM_CONFIGS
 from jvos.data import synthetic
+import segment_runs
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # Measured in a child that only runs launch.py, so each peak is that run's own.
 _CHILD = ('import resource, runpy, sys\n'
           'sys.argv = sys.argv[1:]\n'
@@ -40,12 +38,12 @@ def main() -> None:
       root = synthetic.ensure_synthetic_davis(pathlib.Path(tmp) / f'video_{frames}', 1, frames,
                                               240, 320, 2, 0)
       for system in args.systems.split(','):
-        command = [sys.executable, '-c', _CHILD, str(REPO / 'launch.py'), '--config',
-                   str(REPO / 'configs' / f'{SYSTEM_CONFIGS[system]}.py'), '--mode', 'segment',
-                   f'--config.data.root={root}', '--config.data.mask_format=palette',
-                   f'--workdir={pathlib.Path(tmp) / f"{system}_{frames}"}']
+        command = segment_runs.segment_command(
+            f'configs/{SYSTEM_CONFIGS[system]}.py', f'--config.data.root={root}',
+            '--config.data.mask_format=palette', workdir=pathlib.Path(tmp) / f'{system}_{frames}')
+        command[1:1] = ['-c', _CHILD]  # python -c _CHILD launch.py ...
         start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = segment_runs.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         peak = next(int(line.split()[1]) for line in result.stdout.splitlines()
                     if line.startswith('PEAK_KB'))
