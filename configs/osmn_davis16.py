@@ -66,7 +66,7 @@ def get_config():
   config.finetune = ml_collections.ConfigDict(dict(
       steps=0, batch_size=1, optimizer='adam', learning_rate=1e-4, momentum=0.9,
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
-      max_scale=1.2, max_shift=0.1))
+      max_scale=1.2, max_shift=0.1, max_rotation=0.0, colour_jitter=0.0))
 
   # Test-time levers shared with OSVOS and RVOS: each object kept near its flow-carried
   # previous mask (jvos/temporal_prior.py) and the dense CRF on the scores

@@ -89,7 +89,8 @@ def main() -> None:
   image = jnp.asarray(rng.uniform(0, 255, (args.height, args.width, 3)), jnp.float32)
   mask = np.zeros((args.height, args.width), np.float32)
   mask[args.height // 4:args.height // 2, args.width // 4:args.width // 2] = 1
-  config = ml_collections.ConfigDict(dict(batch_size=1, max_scale=1.2, max_shift=0.1))
+  config = ml_collections.ConfigDict(dict(batch_size=1, max_scale=1.2, max_shift=0.1,
+                                           max_rotation=0.0, colour_jitter=0.0))
   run = finetune.make_finetune(
       functools.partial(osvos_system.loss, model), optax.adam(1e-4), args.steps,
       functools.partial(osvos_system.finetune_batch, config=config))

@@ -52,7 +52,8 @@ def number(section: ml_collections.ConfigDict, name: str, field: str,
 LEAST_VALUES = {
     'train.batch_size': 1, 'train.num_steps': 1, 'train.checkpoint_every': 1,
     'train.keep_checkpoints': 1, 'train.log_every': 1, 'train.warmup_steps': 0,
-    'finetune.steps': 0, 'finetune.batch_size': 1, 'segment.max_height': 0,
+    'finetune.steps': 0, 'finetune.batch_size': 1, 'finetune.max_rotation': 0,
+    'finetune.colour_jitter': 0, 'segment.max_height': 0,
 }
 
 

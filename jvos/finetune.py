@@ -15,43 +15,63 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from jvos import train
 from jvos import errors
+from jvos import input_pipeline
+from jvos import train
 
 
 def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
-            max_shift: float) -> tuple[jax.Array, jax.Array]:
-  """A random similarity transform (scale, shift, horizontal flip) of one image and its mask.
+            max_shift: float, max_rotation: float = 0.0,
+            colour_jitter: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """A random similarity transform (scale, shift, rotation, horizontal flip) of one image and
+  its mask, and a random colour jitter of the image.
 
   image: (H, W, 3) float; mask: (H, W) float labels. Output has the input's size; pixels coming
-  from outside the frame repeat the border (image) or are background (mask).
+  from outside the frame repeat the border (image) or are background (mask). Scale in
+  [1 / max_scale, max_scale], shift up to max_shift of the frame's size, rotation up to
+  max_rotation degrees either way, brightness, contrast and saturation factors in
+  [1 - colour_jitter, 1 + colour_jitter] (as training's `train.colour_jitter`).
   """
   height, width = mask.shape
   scale_rng, shift_rng, flip_rng = jax.random.split(rng, 3)
+  # Their own stream: with no rotation and no jitter, the same copies as before they existed.
+  angle_rng, colour_rng = jax.random.split(jax.random.fold_in(rng, 1))
   scale = jnp.exp(jax.random.uniform(scale_rng, (), minval=-1, maxval=1) * jnp.log(max_scale))
   shift = jax.random.uniform(shift_rng, (2,), minval=-max_shift, maxval=max_shift)
   shift = shift * jnp.array([height, width])
   flip = jax.random.bernoulli(flip_rng)
+  angle = jnp.deg2rad(jax.random.uniform(angle_rng, (), minval=-1, maxval=1) * max_rotation)
   rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
                             jnp.arange(width, dtype=jnp.float32), indexing='ij')
   center = jnp.array([(height - 1) / 2, (width - 1) / 2])
   cols = jnp.where(flip, width - 1 - cols, cols)
-  # Inverse map: output pixel -> where it comes from in the input.
-  src_rows = (rows - center[0] - shift[0]) / scale + center[0]
-  src_cols = (cols - center[1] - shift[1]) / scale + center[1]
+  # Inverse map: output pixel -> where it comes from in the input (rotated about the centre).
+  rows, cols = rows - center[0] - shift[0], cols - center[1] - shift[1]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  src_rows = (cos * rows - sin * cols) / scale + center[0]
+  src_cols = (sin * rows + cos * cols) / scale + center[1]
   sample = functools.partial(jax.scipy.ndimage.map_coordinates, coordinates=[src_rows, src_cols])
   image = jnp.stack([sample(image[..., c], order=1, mode='nearest') for c in range(3)], -1)
   mask = sample(mask, order=0, mode='constant', cval=0.0)
+  if colour_jitter:
+    factors = jax.random.uniform(colour_rng, (3,), minval=1 - colour_jitter,
+                                 maxval=1 + colour_jitter)
+    image = input_pipeline.adjust_colour(image, *factors)
   return image, mask
 
 
-def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array, batch_size: int,
-                    max_scale: float, max_shift: float) -> tuple[jax.Array, jax.Array]:
-  """`batch_size` augmented copies of one frame and its mask: (B, H, W, 3) and (B, H, W)."""
-  return jax.vmap(augment, in_axes=(None, None, 0, None, None))(
-      image, mask, jax.random.split(rng, batch_size), max_scale, max_shift)
+def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array,
+                    config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """`config.batch_size` augmented copies of one frame and its mask, (B, H, W, 3) and
+  (B, H, W), as the `finetune` section's max_scale, max_shift, max_rotation and colour_jitter
+  say."""
+  one = functools.partial(augment, max_scale=config.max_scale, max_shift=config.max_shift,
+                          max_rotation=config.max_rotation, colour_jitter=config.colour_jitter)
+  return jax.vmap(one, in_axes=(None, None, 0))(image, mask,
+                                                jax.random.split(rng, config.batch_size))
 
 
 def make_finetune(loss_fn: Callable[[Any, dict, jax.Array], jax.Array],

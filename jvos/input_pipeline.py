@@ -240,18 +240,23 @@ def _pad_and_crop(images: np.ndarray, labels: np.ndarray, size: tuple[int, int],
   return images[window], labels[window]
 
 
-def _jitter_colour(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-  """Random brightness, contrast and saturation, each a factor in [1 - s, 1 + s].
+def adjust_colour(pixels, brightness, contrast, saturation):
+  """Pixels (..., 3), float, numpy or jax, with brightness, contrast and saturation scaled by
+  the given factors, clipped to [0, 255]: the colour jitter of training and of fine-tuning.
 
   Each is an increasing function of the pixel value, so what is brighter stays brighter.
   """
-  brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
-  pixels = images.astype(np.float32) * brightness
+  pixels = pixels * brightness
   mean = pixels.mean()
   pixels = (pixels - mean) * contrast + mean
   grey = pixels.mean(axis=-1, keepdims=True)
-  pixels = (pixels - grey) * saturation + grey
-  return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+  return ((pixels - grey) * saturation + grey).clip(0, 255)
+
+
+def _jitter_colour(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+  """Random brightness, contrast and saturation, each a factor in [1 - s, 1 + s]."""
+  factors = rng.uniform(1 - strength, 1 + strength, size=3)
+  return np.rint(adjust_colour(images.astype(np.float32), *factors)).astype(np.uint8)
 
 
 def augment(clip: Clip, rng: np.random.Generator, *, size: tuple[int, int],

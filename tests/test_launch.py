@@ -123,6 +123,7 @@ def test_misspelt_fields_and_missing_config_files_are_one_line(tmp_path):
 @pytest.mark.parametrize('override, message', [
     ('finetune.steps=-5', 'finetune.steps=-5: it must be at least 0'),
     ('finetune.batch_size=0', 'finetune.batch_size=0: it must be at least 1'),
+    ('finetune.max_rotation=-15.0', 'finetune.max_rotation=-15.0: it must be at least 0'),
     ('train.num_steps=0', 'train.num_steps=0: it must be at least 1'),
     ('segment.max_height=-480', 'segment.max_height=-480: it must be at least 0'),
     ('task="one-shot"', "task='one-shot'; use --config.task=semi-supervised"),

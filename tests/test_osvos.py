@@ -41,7 +41,7 @@ DEEPLAB_FILE = 'deeplabv3_mnv2_pascal_257_float.tflite'
 FINETUNE = ml_collections.ConfigDict(dict(
     steps=60, batch_size=2, optimizer='adam', learning_rate=3e-3, momentum=0.9,
     schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0, max_scale=1.2,
-    max_shift=0.1))
+    max_shift=0.1, max_rotation=0.0, colour_jitter=0.0))
 
 
 def small_osvos() -> osvos.OSVOS:
@@ -97,14 +97,15 @@ def test_unweighted_bce_keeps_the_foreground_share_the_balanced_loss_inflates():
   assert float(osvos.bce(wrong, labels, valid.at[0, 5, 5].set(0.0))) == pytest.approx(np.log(2))
 
 
-def test_augmentation_keeps_image_and_mask_aligned():
+@pytest.mark.parametrize('rotation,jitter', [(0.0, 0.0), (30.0, 0.3)])
+def test_augmentation_keeps_image_and_mask_aligned(rotation, jitter):
   # The image's red channel is the mask: any misalignment would show as disagreement.
   mask = np.zeros((40, 60), np.float32)
   mask[10:25, 20:45] = 1
   image = np.stack([mask * 255, np.full_like(mask, 50), np.zeros_like(mask)], -1)
   for seed in range(5):
     aug_image, aug_mask = finetune.augment(jnp.asarray(image), jnp.asarray(mask),
-                                           jax.random.PRNGKey(seed), 1.3, 0.15)
+                                           jax.random.PRNGKey(seed), 1.3, 0.15, rotation, jitter)
     inside = np.asarray(aug_mask) == 1
     assert inside.any() and not inside.all()
     red = np.asarray(aug_image[..., 0])
@@ -150,6 +151,28 @@ def test_augmentation_moves_scales_and_flips():
   assert max(abs(np.log(scales))) > 0.1, scales  # Scaled: by 16% at least once.
   assert 0 < sum(flips) < 8, flips  # Flipped, but not always.
   assert max(shifts) > 4, shifts  # Moved by over 4 pixels at least once.
+
+
+def test_augmentation_rotates_within_its_range_and_jitters_only_the_colours():
+  # A bar along the rows: its principal axis gives the rotation of each augmented copy.
+  bar = np.zeros((80, 80), np.float32)
+  bar[37:43, 15:65] = 1
+  image = jnp.asarray(np.stack([bar * 200 + 20, np.full_like(bar, 90), bar * 50 + 60], -1))
+  angles = []
+  for seed in range(12):
+    key = jax.random.PRNGKey(seed)
+    _, mask = finetune.augment(image, jnp.asarray(bar), key, 1.0, 0.0, max_rotation=20.0)
+    rows, cols = np.nonzero(np.asarray(mask) > 0.5)
+    covariance = np.cov(np.stack([rows, cols]))
+    angles.append(np.degrees(0.5 * np.arctan2(2 * covariance[0, 1],
+                                              covariance[1, 1] - covariance[0, 0])))
+    jittered, same = finetune.augment(image, jnp.asarray(bar), key, 1.0, 0.0, max_rotation=20.0,
+                                      colour_jitter=0.3)
+    np.testing.assert_array_equal(same, mask)  # The jitter moves colours, not the geometry.
+    plain, _ = finetune.augment(image, jnp.asarray(bar), key, 1.0, 0.0, max_rotation=20.0)
+    assert np.abs(np.asarray(jittered) - np.asarray(plain)).mean() > 1
+  assert max(np.abs(angles)) <= 20 + 1.5, angles  # Within the range...
+  assert max(np.abs(angles)) > 8, angles  # ...and rotated by over 8 degrees at least once.
 
 
 @pytest.fixture(scope='module')

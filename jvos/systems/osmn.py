@@ -199,8 +199,7 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """The official online variant: the given frame, augmented, is the previous and the current
   frame (its prior is perturbed by the loss); the guide stays the given one."""
-  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng,
-                                           config.batch_size, config.max_scale, config.max_shift)
+  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng, config)
   return {'image': jnp.stack([images, images], axis=1), 'labels': jnp.stack([masks, masks], 1),
           'guide': jnp.broadcast_to(inputs['guide'], (config.batch_size, *inputs['guide'].shape))}
 

@@ -88,8 +88,7 @@ def clip(config: ml_collections.ConfigDict) -> ClipSpec:
 def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Augmented copies of the given frame, as the one-frame clips `loss` trains on."""
-  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng,
-                                           config.batch_size, config.max_scale, config.max_shift)
+  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng, config)
   return {'image': images[:, None], 'labels': masks[:, None]}
 
 
