@@ -31,7 +31,7 @@ from jvos.data.synthetic import ensure_synthetic_davis
 from jvos.data.video import VOID
 from jvos.errors import InputError
 from jvos.models import osvos
-from jvos.segment import segment_video
+from jvos.segment import VideoInput, segment_video
 from jvos.systems import osvos as osvos_system
 import train_helper
 
@@ -225,6 +225,28 @@ def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_
   truth = synthetic_video.annotation(synthetic_video.frame_names[1])
   for obj in synthetic_video.object_ids:
     assert iou(written[1] == obj, truth == obj) > 0.3, (obj, iou(written[1] == obj, truth == obj))
+
+
+def test_the_parent_alone_scores_each_frame_once_for_every_object(synthetic_video):
+  # finetune.steps=0: one network for all objects (finetune.ObjectParams), each object gets
+  # the parent's own scores.
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  config = ml_collections.ConfigDict(dict(finetune=FINETUNE.copy_and_resolve_references(),
+                                          seed=0, segment=dict(flip=False, scales=(1.0,))))
+  config.finetune.steps = 0
+  segmenter = osvos_system.FinetuneSegmenter(model, params, config)
+  frame = synthetic_video.frame(0)
+  masks = np.stack([np.ones(frame.shape[:2], bool)] * 3)
+  view = VideoInput('v', (), frame.shape[:2], {k: (0, masks[k]) for k in range(3)})
+  state = segmenter.add_objects(segmenter.start(view), frame, [0, 1, 2], masks)
+  assert state['params'] is segmenter.parent_params
+  _, scores = segmenter.step(state, frame)
+  parent = osvos.probabilities(model.apply({'params': params}, jnp.asarray(frame[None],
+                                                                           jnp.float32)))[0]
+  assert scores.shape == (3, *frame.shape[:2])
+  for obj in range(3):
+    np.testing.assert_allclose(scores[obj], parent, atol=1e-5)
 
 
 GOAT_FRAMES = 15

@@ -128,7 +128,7 @@ class FinetuneSegmenter:
           functools.partial(loss, model), online_finetune,
           functools.partial(online_batch, config=config.finetune), config.seed + 1,
           self.parent_params)
-    adapts = self.online.every and self._adapter.tunes
+    adapts = bool(self.online.every) and self._adapter.tunes
     self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes or adapts)
     flip, scales = test_time_augmentation.settings(config.segment)
 
