@@ -72,6 +72,13 @@ def _rows() -> list[Row]:
   rows.append(Row('osvos-no-levers', 'OSVOS (200 fine-tune steps), no test-time levers',
                   'davis16', 'configs/osvos_davis16.py',
                   (no_flip, no_prior, no_crf)))
+  # The fine-tuning recipe (issue 13): rotated and colour-jittered copies of the first frame.
+  for rotation, jitter in ((15, 0.2), (15, 0.0), (0, 0.2)):
+    rows.append(Row(f'osvos-augment-r{rotation}-c{jitter}-no-levers',
+                    f'OSVOS (200 fine-tune steps, rotation {rotation}, colour jitter {jitter}), '
+                    'no test-time levers', 'davis16', 'configs/osvos_davis16.py',
+                    (f'--config.finetune.max_rotation={rotation}',
+                     f'--config.finetune.colour_jitter={jitter}', no_flip, no_prior, no_crf)))
   both('osmn', 'OSMN (flow prior, dense CRF)', 'configs/osmn_davis16.py')
   both('osmn-no-levers', 'OSMN, no test-time levers', 'configs/osmn_davis16.py', no_prior, no_crf)
   rows.append(Row('osmn-prior', 'OSMN + flow prior', 'davis16', 'configs/osmn_davis16.py',
@@ -108,6 +115,8 @@ def _rows() -> list[Row]:
                     'zeroshot', 'configs/cosnet_davis16.py',
                     (f'--config.segment.references={references}', no_flip, no_crf)))
   rows.append(Row('rvos-zeroshot', 'RVOS zero-shot', 'zeroshot', 'configs/rvos_zeroshot_davis16.py'))
+  rows.append(Row('rvos-zeroshot-crf', 'RVOS zero-shot + dense CRF', 'zeroshot',
+                  'configs/rvos_zeroshot_davis16.py', (crf,)))
   return rows
 
 
