@@ -10,7 +10,9 @@ the segmenter built from its config; the prior and CRF rows replay the scores of
 through `jvos.temporal_prior.wrap` and `jvos.postprocess`, exactly the path `launch.py` takes.
 A row's seconds per sequence are what `launch.py` would spend: fine-tuning + scoring its
 variant + its replay (prior, CRF, resizing and writing masks).
-Writes <out>/<row>/metrics.json for every row and experiments/results/osvos_levers.json.
+Writes <out>/<row>/metrics.json for every row and experiments/results/osvos_levers.json, each
+row with its own command, date, machine and fine-tuning steps (a row run with `--steps` other
+than the config's is recorded as '<row>, <steps> steps').
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ VAL = ('camel', 'car-roundabout', 'dog', 'drift-chicane', 'drift-straight', 'goa
 FLIP = {'segment.flip': True}
 ONLINE = {'online.every': 5}
 ONLINE_LR_1E_4 = {**ONLINE, 'online.learning_rate': 1e-4}
+# Half the adaptation's cost, two ways: half as often, or half the steps each time.
+ONLINE_EVERY_10 = {'online.every': 10}
+ONLINE_STEPS_5 = {**ONLINE, 'online.steps': 5}
 PRIOR_FLOW_CRF = {'temporal_prior.method': 'flow', 'postprocess.crf': True}
 # Scoring variant -> the config overrides it scores with.
 VARIANTS = {'none': {}, 'flip': FLIP, 'flip+1.25': {**FLIP, 'segment.scales': (1.0, 1.25)},
             'online': ONLINE, 'flip+online': {**FLIP, **ONLINE},
-            'online-lr1e-4': ONLINE_LR_1E_4, 'flip+online-lr1e-4': {**FLIP, **ONLINE_LR_1E_4}}
+            'online-lr1e-4': ONLINE_LR_1E_4, 'flip+online-lr1e-4': {**FLIP, **ONLINE_LR_1E_4},
+            'flip+online-every10': {**FLIP, **ONLINE_EVERY_10},
+            'flip+online-steps5': {**FLIP, **ONLINE_STEPS_5}}
 # Row -> (scoring variant, config overrides of what runs after scoring).
 ROWS = {
     'no-levers': ('none', {}),
@@ -65,6 +72,8 @@ ROWS = {
     'online-lr1e-4': ('online-lr1e-4', {}),
     **{f'{flip}{online}+prior-flow+crf': (f'{flip}{online}', PRIOR_FLOW_CRF)
        for flip in ('', 'flip+') for online in ('online', 'online-lr1e-4')},
+    **{f'flip+{online}+prior-flow+crf': (f'flip+{online}', PRIOR_FLOW_CRF)
+       for online in ('online-every10', 'online-steps5')},
 }
 
 
@@ -113,6 +122,7 @@ def main() -> None:
   # Every row switches on its own levers, from none (the config's defaults switch some on).
   base.segment.update(flip=False, scales=(1.0,))
   base.temporal_prior.method, base.postprocess.crf, base.online.every = 'none', False, 0
+  config_steps = base.finetune.steps
   if args.steps is not None:
     base.finetune.steps = args.steps
   base.data.root, base.data.sequences = str(pathlib.Path(args.davis).resolve()), args.sequences
@@ -146,21 +156,22 @@ def main() -> None:
                               postprocess=postprocess.postprocess(config.postprocess))
         seconds[row][video.name] = tune_s + score_s + time.perf_counter() - start
         print(f'{video.name} {row}: {seconds[row][video.name]:.1f} s', flush=True)
+  run = dict(command=' '.join(['python', *sys.argv]), date=datetime.date.today().isoformat(),
+             machine=f'{platform.processor() or platform.machine()}, {args.note}')
+  steps = base.finetune.steps
   kept = {}
   for row, (variant, overrides) in rows.items():
     metrics = evaluation.evaluate(dataset, out / row / 'masks', out / row, base.task)
-    kept[row] = dict(overrides={**VARIANTS[variant], **overrides}, seconds=seconds[row],
+    key = row if steps == config_steps else f'{row}, {steps} steps'
+    kept[key] = dict(run=run, finetune_steps=steps, overrides={**VARIANTS[variant], **overrides},
+                     seconds=seconds[row],
                      **{k: metrics[k] for k in ('JF_mean', 'J_mean', 'F_mean')},
                      per_sequence={name: s['JF_mean'] for name, s in metrics['sequences'].items()})
     print(f'{row}: J&F {metrics["JF_mean"]:.3f} J {metrics["J_mean"]:.3f} '
           f'F {metrics["F_mean"]:.3f}, {np.mean(list(seconds[row].values())):.0f} s/sequence')
   record = pathlib.Path(args.record)
   previous = json.loads(record.read_text())['rows'] if record.is_file() else {}
-  machine = f'{platform.processor() or platform.machine()}, {args.note}'
-  record.write_text(json.dumps(dict(
-      command=' '.join(['python', *sys.argv]), date=datetime.date.today().isoformat(),
-      machine=machine, finetune_steps=base.finetune.steps, rows={**previous, **kept}),
-      indent=1) + '\n')
+  record.write_text(json.dumps(dict(rows={**previous, **kept}), indent=1) + '\n')
 
 
 if __name__ == '__main__':
