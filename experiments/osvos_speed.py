@@ -92,9 +92,11 @@ def main() -> None:
   config = ml_collections.ConfigDict(dict(batch_size=1, max_scale=1.2, max_shift=0.1,
                                            max_rotation=0.0, colour_jitter=0.0))
   run = finetune.make_finetune(
-      functools.partial(osvos_system.loss, model), optax.adam(1e-4), args.steps,
+      functools.partial(osvos_system.loss, model), optax.adam(1e-4),
       functools.partial(osvos_system.finetune_batch, config=config))
-  run_args = (params, {'image': image, 'mask': jnp.asarray(mask)}, jax.random.PRNGKey(0))
+  given = {'image': image, 'mask': jnp.asarray(mask)}
+  run_args = (params, jax.tree.map(lambda x: jnp.stack([x, x]), given), jax.random.PRNGKey(0),
+              args.steps, 1.0)
   loop = median_seconds(lambda: run(*run_args), args.repeats)
   predict = jax.jit(lambda p, x: osvos.probabilities(model.apply({'params': p}, x)))
   frame = median_seconds(lambda: predict(params, image[None]), args.repeats)

@@ -21,6 +21,7 @@ import optax
 from jvos import errors
 from jvos import input_pipeline
 from jvos import train
+from jvos.errors import InputError
 
 
 def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
@@ -75,34 +76,44 @@ def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array,
 
 
 def make_finetune(loss_fn: Callable[[Any, dict, jax.Array], jax.Array],
-                  optimizer: optax.GradientTransformation, steps: int,
+                  optimizer: optax.GradientTransformation,
                   make_batch: Callable[[Any, jax.Array], dict]):
   """Builds the compiled fine-tuning loop.
+
+  The number of steps and a factor on every update are arguments of the compiled function, not
+  constants in it: a segmenter that fine-tunes on the first frame (hundreds of steps) and adapts
+  during the video (a few steps at a smaller rate, jvos/online_adaptation.py) compiles one loop
+  for both, which on 2 CPU cores saves a compile of ~17 s per process.
 
   Args:
     loss_fn: the system's training loss, (params, batch, rng) -> scalar.
     optimizer: e.g. `jvos.train.make_optimizer(config.finetune, ...)`; an optax mask in it
       freezes parameters (S2S keeps its ConvLSTM fixed).
-    steps: number of updates.
     make_batch: (inputs, rng) -> a training batch, built on device from `inputs`, what
       `finetune` is called with (e.g. the given frame and its mask).
 
   Returns:
-    finetune(params, inputs, rng) -> (params, per-step losses), jit-compiled.
+    finetune(params, inputs, rng, steps, update_scale) -> (params, last step's loss),
+    jit-compiled: `steps` updates from a fresh optimizer state, each multiplied by
+    `update_scale` (1: as the optimizer says; else the same as scaling its learning rate, weight
+    decay included).
+    Step i draws its randomness from fold_in(rng, i).
   """
   @jax.jit
-  def finetune(params, inputs, rng):
-    def body(carry, step_rng):
-      params, opt_state = carry
-      batch_rng, loss_rng = jax.random.split(step_rng)
+  def finetune(params, inputs, rng, steps, update_scale):
+    scaled = optax.chain(optimizer, optax.scale(update_scale))
+
+    def body(step, carry):
+      params, opt_state, _ = carry
+      batch_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, step))
       batch = make_batch(inputs, batch_rng)
       loss, grads = jax.value_and_grad(loss_fn)(params, batch, loss_rng)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
+      updates, opt_state = scaled.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
 
-    (params, _), losses = jax.lax.scan(body, (params, optimizer.init(params)),
-                                       jax.random.split(rng, steps))
-    return params, losses
+    params, _, loss = jax.lax.fori_loop(0, steps, body,
+                                        (params, scaled.init(params), jnp.zeros(())))
+    return params, loss
 
   return finetune
 
@@ -129,7 +140,7 @@ class ObjectParams:
 
   def get(self, held: Any, slot: int) -> Any:
     """Object `slot`'s network."""
-    return jax.tree.map(lambda x: x[slot], held) if self.per_object else held
+    return _get_slot(held, slot) if self.per_object else held
 
   def set(self, held: Any, slot: int, params: Any) -> Any:
     """`held` with object `slot`'s network replaced by `params`."""
@@ -138,12 +149,20 @@ class ObjectParams:
         raise ValueError('objects share one network here: hold them with '
                          'ObjectParams(per_object=True) to give one its own.')
       return held
-    return jax.tree.map(lambda s, x: s.at[slot].set(x), held, params)
+    return _set_slot(held, slot, params)
+
+
+# Jitted over the whole tree with the slot traced: one dispatch and one compile per network,
+# where eager per-leaf indexing compiled a scatter for each of its ~100 leaf shapes (~9 s on
+# 2 CPU cores for the first object of a video) and dispatched one op per leaf.
+_get_slot = jax.jit(lambda held, slot: jax.tree.map(lambda x: x[slot], held))
+_set_slot = jax.jit(
+    lambda held, slot, params: jax.tree.map(lambda s, x: s.at[slot].set(x), held, params))
 
 
 class ObjectFinetuner:
   """Online fine-tuning of one network per object, as segmenters use it (OSVOS always; OSMN
-  and S2S when `finetune.steps` > 0): `tune(params, inputs, slot)` runs the compiled loop on
+  and S2S when `finetune.steps` > 0): `tune(params, inputs, stream)` runs the compiled loop on
   the object's given frame and returns its own parameters; with 0 steps, the given ones.
 
   Args:
@@ -151,31 +170,37 @@ class ObjectFinetuner:
     config: the `finetune` section: steps, batch_size, the optimizer's fields (as `train`'s)
       and, optionally, frozen (param path prefixes left as they are, e.g. S2S's 'lstm').
     make_batch: (inputs, rng) -> a training batch, built on device from `inputs`.
-    seed: object `slot` fine-tunes with key fold_in(seed, slot).
+    seed: stream s fine-tunes with key fold_in(seed, s).
     params: a tree like the parameters (for `finetune.frozen`).
   """
 
   def __init__(self, loss_fn, config, make_batch, seed: int, params: Any):
     errors.check_counts(config, 'finetune')
     self.seed = seed
-    self._run = None
-    if config.steps:
-      frozen = train.frozen_mask(params, config.get('frozen', ''))
-      optimizer = train.make_optimizer(config, train.make_schedule(config, config.steps), frozen)
-      self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, config.steps,
-                                make_batch)
+    self.steps, self.learning_rate = config.steps, config.learning_rate
+    frozen = train.frozen_mask(params, config.get('frozen', ''))
+    optimizer = train.make_optimizer(config, train.make_schedule(config, config.steps), frozen)
+    self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, make_batch)
 
   @property
   def tunes(self) -> bool:
-    """Whether `tune` changes anything (`finetune.steps` > 0): objects then need their own
-    networks (`ObjectParams(per_object=True)`)."""
-    return self._run is not None
+    """Whether `tune` changes anything by default (`finetune.steps` > 0): objects then need
+    their own networks (`ObjectParams(per_object=True)`)."""
+    return self.steps > 0
 
-  def tune(self, params: Any, inputs: Any, stream: int) -> Any:
+  def tune(self, params: Any, inputs: Any, stream: int, steps: int | None = None,
+           learning_rate: float | None = None) -> Any:
     """`params` fine-tuned on `inputs`, with random stream `stream` of the seed (the object's
-    slot; a segmenter that tunes an object again passes a new one)."""
-    if self._run is None:
+    slot; a segmenter that tunes an object again passes a new one). `steps` and
+    `learning_rate` default to the `finetune` section's; others (online adaptation's) run the
+    same compiled loop, from the start of the section's schedule with its peak rescaled."""
+    steps = self.steps if steps is None else steps
+    if not steps:
       return params
+    if learning_rate is not None and not self.learning_rate:
+      raise InputError(f'finetune.learning_rate=0 leaves no rate to rescale to {learning_rate}; '
+                       'give it a positive value.')
+    scale = 1.0 if learning_rate is None else learning_rate / self.learning_rate
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), stream)
-    tuned, _ = self._run(params, inputs, key)
+    tuned, _ = self._run(params, inputs, key, steps, scale)
     return tuned

@@ -191,22 +191,44 @@ def test_finetuning_is_one_compiled_loop_that_learns_the_first_frame(synthetic_v
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
   run = finetune.make_finetune(
       lambda p, batch, rng: osvos_system.loss(model, p, batch, rng), optax.adam(3e-3),
-      FINETUNE.steps, lambda inputs, rng: osvos_system.finetune_batch(inputs, rng, FINETUNE))
+      lambda inputs, rng: osvos_system.finetune_batch(inputs, rng, FINETUNE))
   frame_index, mask = synthetic_video.given_masks()[1]
   image = jnp.asarray(synthetic_video.frame(frame_index), jnp.float32)
-  inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
-  tuned, losses = run(params, inputs, jax.random.PRNGKey(0))
-  assert losses.shape == (FINETUNE.steps,)
-  assert float(losses[-10:].mean()) < 0.6 * float(losses[:10].mean())
-  # All steps ran inside one XLA computation: a second call does not trace again.
+  inputs = {'image': jnp.stack([image, image]),
+            'mask': jnp.stack([jnp.asarray(mask, jnp.float32)] * 2)}
+  _, first_loss = run(params, inputs, jax.random.PRNGKey(0), 1, 1.0)
+  tuned, last_loss = run(params, inputs, jax.random.PRNGKey(0), FINETUNE.steps, 1.0)
+  assert float(last_loss) < 0.6 * float(first_loss), (first_loss, last_loss)
+  # All steps ran inside one XLA computation, whatever their number and rate: other calls
+  # (online adaptation's few steps at a smaller rate) do not trace again.
   assert run._cache_size() == 1
-  run(params, inputs, jax.random.PRNGKey(1))
+  still, _ = run(params, inputs, jax.random.PRNGKey(1), 5, 0.0)
   assert run._cache_size() == 1
+  # A zero rate moves nothing; zero steps return the params themselves.
+  jax.tree.map(np.testing.assert_array_equal, still, params)
+  unchanged, _ = run(params, inputs, jax.random.PRNGKey(1), 0, 1.0)
+  jax.tree.map(np.testing.assert_array_equal, unchanged, params)
 
   def predicted(p):
     return np.asarray(osvos.probabilities(model.apply({'params': p}, image[None])))[0] > 0.5
   assert iou(predicted(tuned), mask) > 0.5
   assert iou(predicted(tuned), mask) > iou(predicted(params), mask) + 0.2
+
+
+def test_a_scaled_update_is_a_scaled_learning_rate():
+  """`update_scale` rescales the optimizer's rate, weight decay included (online adaptation
+  runs the fine-tuning loop at its own rate through it)."""
+  target = jnp.array([1.0, -2.0, 0.5])
+  params = {'w': jnp.zeros(3)}
+  loss_fn = lambda p, batch, rng: jnp.sum((p['w'] - batch['target']) ** 2)
+  make_batch = lambda inputs, rng: {'target': inputs}
+  for optimizer in (optax.adamw, lambda rate: optax.sgd(rate, momentum=0.9)):
+    scaled = finetune.make_finetune(loss_fn, optimizer(1e-2), make_batch)
+    direct = finetune.make_finetune(loss_fn, optimizer(1e-3), make_batch)
+    a, _ = scaled(params, target, jax.random.PRNGKey(0), 7, 0.1)
+    b, _ = direct(params, target, jax.random.PRNGKey(0), 7, 1.0)
+    np.testing.assert_allclose(a['w'], b['w'], rtol=1e-5)
+    assert float(jnp.abs(a['w']).min()) > 0  # It moved.
 
 
 def test_finetune_segmenter_merges_several_objects_into_palette_masks(synthetic_video, tmp_path):

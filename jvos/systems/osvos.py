@@ -87,18 +87,15 @@ def clip(config: ml_collections.ConfigDict) -> ClipSpec:
 
 def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Augmented copies of the given frame, as the one-frame clips `loss` trains on."""
-  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng, config)
-  return {'image': images[:, None], 'labels': masks[:, None]}
-
-
-def online_batch(inputs: dict[str, jax.Array], rng: jax.Array,
-                 config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """An online step's batch: from the given frame or the current one (a coin flip per step)."""
+  """Augmented copies of one of two frames (a coin flip per step), as the one-frame clips
+  `loss` trains on. inputs: 'image' (2, H, W, 3) and 'mask' (2, H, W): the given frame twice
+  to fine-tune on it, the given frame and the current one to adapt online. One batch for both
+  keeps them one compiled loop."""
   pick_rng, rng = jax.random.split(rng)
   pick = jax.random.bernoulli(pick_rng).astype(jnp.int32)
-  return finetune_batch({'image': inputs['image'][pick], 'mask': inputs['mask'][pick]}, rng,
-                        config)
+  images, masks = finetune.augmented_batch(inputs['image'][pick], inputs['mask'][pick], rng,
+                                           config)
+  return {'image': images[:, None], 'labels': masks[:, None]}
 
 
 class FinetuneSegmenter:
@@ -120,16 +117,8 @@ class FinetuneSegmenter:
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
     self.online = online_adaptation.settings(config.get('online'))
-    if self.online.every:
-      online_finetune = config.finetune.copy_and_resolve_references()
-      online_finetune.steps = self.online.steps
-      online_finetune.learning_rate = self.online.learning_rate
-      self._adapter = finetune.ObjectFinetuner(
-          functools.partial(loss, model), online_finetune,
-          functools.partial(online_batch, config=config.finetune), config.seed + 1,
-          self.parent_params)
-    adapts = bool(self.online.every) and self._adapter.tunes
-    self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes or adapts)
+    self._objects = finetune.ObjectParams(
+        per_object=self._finetuner.tunes or bool(self.online.every))
     flip, scales = test_time_augmentation.settings(config.segment)
 
     def predict(params, image):
@@ -168,19 +157,22 @@ class FinetuneSegmenter:
         inputs = {'image': jnp.stack([given['image'], image]),
                   'mask': jnp.stack([given['mask'], jnp.asarray(labels)])}
         params = self._objects.get(state['params'], slot)
-        # A new random stream per object and adaptation: fold in the frame count too.
-        tuned = self._adapter.tune(params, inputs, state['frames'] * len(scores) + slot)
+        # A new random stream per object and adaptation, none of them an object's slot (the
+        # stream of its first fine-tuning): fold in the frame count too.
+        tuned = self._finetuner.tune(params, inputs, state['frames'] * len(scores) + slot,
+                                     self.online.steps, self.online.learning_rate)
         state['params'] = self._objects.set(state['params'], slot, tuned)
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
-      inputs = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
+      given = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
+      twice = jax.tree.map(lambda x: jnp.stack([x, x]), given)
       state['params'] = self._objects.set(
-          state['params'], slot, self._finetuner.tune(self.parent_params, inputs, slot))
+          state['params'], slot, self._finetuner.tune(self.parent_params, twice, slot))
       if self.online.every:
-        state['given'][slot] = inputs
+        state['given'][slot] = given
         state['previous'][slot] = np.asarray(mask, bool)
     return state
 
