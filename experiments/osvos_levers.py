@@ -11,8 +11,8 @@ through `jvos.temporal_prior.wrap` and `jvos.postprocess`, exactly the path `lau
 A row's seconds per sequence are what `launch.py` would spend: fine-tuning + scoring its
 variant + its replay (prior, CRF, resizing and writing masks).
 Writes <out>/<row>/metrics.json for every row and experiments/results/osvos_levers.json, each
-row with its own command, date, machine and fine-tuning steps (a row run with `--steps` other
-than the config's is recorded as '<row>, <steps> steps').
+row with its own command, date, machine and fine-tuning steps (a row that fine-tuned other
+than 200 steps is recorded as '<row>, <steps> steps').
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ ONLINE_LR_1E_4 = {**ONLINE, 'online.learning_rate': 1e-4}
 ONLINE_EVERY_10 = {'online.every': 10}
 ONLINE_STEPS_5 = {**ONLINE, 'online.steps': 5}
 PRIOR_FLOW_CRF = {'temporal_prior.method': 'flow', 'postprocess.crf': True}
+# Rows recorded under their bare name fine-tuned this many steps (the default until
+# 2026-12-06); others carry theirs in the name.
+UNSUFFIXED_STEPS = 200
 # Scoring variant -> the config overrides it scores with.
 VARIANTS = {'none': {}, 'flip': FLIP, 'flip+1.25': {**FLIP, 'segment.scales': (1.0, 1.25)},
             'online': ONLINE, 'flip+online': {**FLIP, **ONLINE},
@@ -122,14 +125,16 @@ def main() -> None:
   # Every row switches on its own levers, from none (the config's defaults switch some on).
   base.segment.update(flip=False, scales=(1.0,))
   base.temporal_prior.method, base.postprocess.crf, base.online.every = 'none', False, 0
-  config_steps = base.finetune.steps
   if args.steps is not None:
     base.finetune.steps = args.steps
   base.data.root, base.data.sequences = str(pathlib.Path(args.davis).resolve()), args.sequences
   dataset = build_dataset(base.data, out)
   segmenters = {variant: systems.build_segmenter(row_config(base, variant, {}))
                 for variant in {variant for variant, _ in rows.values()}}
-  tuner = segmenters.get('none') or next(iter(segmenters.values()))
+  # Fine-tuning is the same in every variant; an adapting one also keeps each object's given
+  # frame in the state, which the other adapting variants need.
+  tuner = next((s for s in segmenters.values() if s.online.every), None) or next(
+      iter(segmenters.values()))
   seconds = {row: {} for row in rows}
   for video in dataset:
     view, _ = segment.video_input(video, base.task, base.segment.max_height)
@@ -162,7 +167,7 @@ def main() -> None:
   kept = {}
   for row, (variant, overrides) in rows.items():
     metrics = evaluation.evaluate(dataset, out / row / 'masks', out / row, base.task)
-    key = row if steps == config_steps else f'{row}, {steps} steps'
+    key = row if steps == UNSUFFIXED_STEPS else f'{row}, {steps} steps'
     kept[key] = dict(run=run, finetune_steps=steps, overrides={**VARIANTS[variant], **overrides},
                      seconds=seconds[row],
                      **{k: metrics[k] for k in ('JF_mean', 'J_mean', 'F_mean')},
