@@ -66,19 +66,39 @@ def _rows() -> list[Row]:
   no_flip = '--config.segment.flip=False'
 
   both('flow', 'flow (DIS propagation)', 'configs/flow_davis16.py')
+  # OSVOS's fine-tuning: crop 384, 300 steps, online adaptation every 5th frame by default;
+  # before 2026-12-06, whole frames, 200 steps, no online adaptation.
+  whole, steps_200 = '--config.finetune.crop_size=0', '--config.finetune.steps=200'
+  no_online, every_2 = '--config.online.every=0', '--config.online.every=2'
+  steps_150 = '--config.finetune.steps=150'
   rows.append(Row('osvos-parent', 'OSVOS, parent only', 'davis16', 'configs/osvos_davis16.py',
-                  ('--config.finetune.steps=0',)))
-  both('osvos', 'OSVOS (200 fine-tune steps, flip, flow prior, CRF)', 'configs/osvos_davis16.py')
-  rows.append(Row('osvos-no-levers', 'OSVOS (200 fine-tune steps), no test-time levers',
-                  'davis16', 'configs/osvos_davis16.py',
-                  (no_flip, no_prior, no_crf)))
+                  ('--config.finetune.steps=0', no_online)))
+  both('osvos', 'OSVOS (300 fine-tune steps on crops, online adaptation, flip, flow prior, '
+       'CRF)', 'configs/osvos_davis16.py')
+  rows.append(Row('osvos-every2', 'OSVOS (the same, online adaptation every 2nd frame)',
+                  'davis16', 'configs/osvos_davis16.py', (every_2,)))
+  rows.append(Row('osvos-steps150', 'OSVOS (150 fine-tune steps on crops, online adaptation, '
+                  'flip, flow prior, CRF)', 'davis16', 'configs/osvos_davis16.py', (steps_150,)))
+  rows.append(Row('osvos-steps150-every2', 'OSVOS (150 fine-tune steps on crops, online '
+                  'adaptation every 2nd frame, flip, flow prior, CRF)', 'davis16',
+                  'configs/osvos_davis16.py', (steps_150, every_2)))
+  rows.append(Row('osvos-whole-frames', 'OSVOS (150 fine-tune steps on whole frames, online '
+                  'adaptation, flip, flow prior, CRF)', 'davis16', 'configs/osvos_davis16.py',
+                  (whole, steps_150)))
+  rows.append(Row('osvos-no-online', 'OSVOS (200 fine-tune steps on whole frames, flip, flow '
+                  'prior, CRF)', 'davis16', 'configs/osvos_davis16.py',
+                  (whole, steps_200, no_online)))
+  rows.append(Row('osvos-no-levers', 'OSVOS (200 fine-tune steps on whole frames), no '
+                  'test-time levers', 'davis16', 'configs/osvos_davis16.py',
+                  (whole, steps_200, no_online, no_flip, no_prior, no_crf)))
   # The fine-tuning recipe (issue 13): rotated and colour-jittered copies of the first frame.
   for rotation, jitter in ((15, 0.2), (15, 0.0), (0, 0.2)):
     rows.append(Row(f'osvos-augment-r{rotation}-c{jitter}-no-levers',
-                    f'OSVOS (200 fine-tune steps, rotation {rotation}, colour jitter {jitter}), '
-                    'no test-time levers', 'davis16', 'configs/osvos_davis16.py',
+                    f'OSVOS (200 fine-tune steps on whole frames, rotation {rotation}, colour '
+                    f'jitter {jitter}), no test-time levers', 'davis16', 'configs/osvos_davis16.py',
                     (f'--config.finetune.max_rotation={rotation}',
-                     f'--config.finetune.colour_jitter={jitter}', no_flip, no_prior, no_crf)))
+                     f'--config.finetune.colour_jitter={jitter}', whole, steps_200, no_online,
+                     no_flip, no_prior, no_crf)))
   both('osmn', 'OSMN (flow prior, dense CRF)', 'configs/osmn_davis16.py')
   both('osmn-no-levers', 'OSMN, no test-time levers', 'configs/osmn_davis16.py', no_prior, no_crf)
   rows.append(Row('osmn-prior', 'OSMN + flow prior', 'davis16', 'configs/osmn_davis16.py',

@@ -53,7 +53,7 @@ LEAST_VALUES = {
     'train.batch_size': 1, 'train.num_steps': 1, 'train.checkpoint_every': 1,
     'train.keep_checkpoints': 1, 'train.log_every': 1, 'train.warmup_steps': 0,
     'finetune.steps': 0, 'finetune.batch_size': 1, 'finetune.max_rotation': 0,
-    'finetune.colour_jitter': 0, 'segment.max_height': 0,
+    'finetune.colour_jitter': 0, 'finetune.crop_size': 0, 'segment.max_height': 0,
 }
 
 

@@ -1,11 +1,12 @@
 """Online fine-tuning: adapt a trained network to one object of one video, as one compiled loop.
 
-All fine-tuning steps are ONE compiled function: a `lax.scan` over steps whose body builds a
+All fine-tuning steps are ONE compiled function: a `lax.fori_loop` over steps whose body builds a
 batch from the given frame on device (the system's `make_batch`, typically `augment`: random
 scale, shift and flip, resampled with map_coordinates), takes a gradient of the system's own
 training loss and applies the optax update. Nothing returns to Python between steps, so the
 loop costs what its arithmetic costs, on CPU, GPU or TPU alike. OSVOS fine-tunes every object
-this way; OSMN and S2S can (their papers' online variants), with the same loop.
+this way, and adapts it during the video with the same compiled loop (its online adaptation);
+OSMN and S2S can fine-tune too (their papers' online variants).
 """
 
 from __future__ import annotations
@@ -21,39 +22,47 @@ import optax
 from jvos import errors
 from jvos import input_pipeline
 from jvos import train
-from jvos.errors import InputError
 
 
 def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
-            max_shift: float, max_rotation: float = 0.0,
-            colour_jitter: float = 0.0) -> tuple[jax.Array, jax.Array]:
+            max_shift: float, max_rotation: float = 0.0, colour_jitter: float = 0.0,
+            crop_size: int = 0) -> tuple[jax.Array, jax.Array]:
   """A random similarity transform (scale, shift, rotation, horizontal flip) of one image and
-  its mask, and a random colour jitter of the image.
+  its mask, and a random colour jitter of the image, optionally cropped.
 
-  image: (H, W, 3) float; mask: (H, W) float labels. Output has the input's size; pixels coming
-  from outside the frame repeat the border (image) or are background (mask). Scale in
+  image: (H, W, 3) float; mask: (H, W) float labels. Output has the input's size, or with
+  `crop_size` > 0 at most crop_size x crop_size, centred on the object (the mask's 1s) moved by
+  up to half the crop either way and kept inside the frame; pixels coming from outside the
+  frame repeat the border (image) or are background (mask). Scale in
   [1 / max_scale, max_scale], shift up to max_shift of the frame's size, rotation up to
   max_rotation degrees either way, brightness, contrast and saturation factors in
   [1 - colour_jitter, 1 + colour_jitter] (as training's `train.colour_jitter`).
   """
   height, width = mask.shape
+  out_height, out_width = ((min(crop_size, height), min(crop_size, width)) if crop_size
+                           else (height, width))
   scale_rng, shift_rng, flip_rng = jax.random.split(rng, 3)
-  # Their own stream: with no rotation and no jitter, the same copies as before they existed.
+  # Their own streams: with no rotation, jitter or crop, the same copies as before they existed.
   angle_rng, colour_rng = jax.random.split(jax.random.fold_in(rng, 1))
+  crop_rng = jax.random.fold_in(rng, 2)
   scale = jnp.exp(jax.random.uniform(scale_rng, (), minval=-1, maxval=1) * jnp.log(max_scale))
   shift = jax.random.uniform(shift_rng, (2,), minval=-max_shift, maxval=max_shift)
   shift = shift * jnp.array([height, width])
   flip = jax.random.bernoulli(flip_rng)
   angle = jnp.deg2rad(jax.random.uniform(angle_rng, (), minval=-1, maxval=1) * max_rotation)
-  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
-                            jnp.arange(width, dtype=jnp.float32), indexing='ij')
+  rows, cols = jnp.meshgrid(jnp.arange(out_height, dtype=jnp.float32),
+                            jnp.arange(out_width, dtype=jnp.float32), indexing='ij')
   center = jnp.array([(height - 1) / 2, (width - 1) / 2])
-  cols = jnp.where(flip, width - 1 - cols, cols)
+  # Where the output's centre comes from: the frame's centre, or the crop's.
+  source_center = center if not crop_size else _crop_center(mask, crop_rng, out_height,
+                                                             out_width)
+  cols = jnp.where(flip, out_width - 1 - cols, cols)
   # Inverse map: output pixel -> where it comes from in the input (rotated about the centre).
-  rows, cols = rows - center[0] - shift[0], cols - center[1] - shift[1]
+  rows = rows - (out_height - 1) / 2 - shift[0]
+  cols = cols - (out_width - 1) / 2 - shift[1]
   cos, sin = jnp.cos(angle), jnp.sin(angle)
-  src_rows = (cos * rows - sin * cols) / scale + center[0]
-  src_cols = (sin * rows + cos * cols) / scale + center[1]
+  src_rows = (cos * rows - sin * cols) / scale + source_center[0]
+  src_cols = (sin * rows + cos * cols) / scale + source_center[1]
   sample = functools.partial(jax.scipy.ndimage.map_coordinates, coordinates=[src_rows, src_cols])
   image = jnp.stack([sample(image[..., c], order=1, mode='nearest') for c in range(3)], -1)
   mask = sample(mask, order=0, mode='constant', cval=0.0)
@@ -64,13 +73,32 @@ def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
   return image, mask
 
 
+def _crop_center(mask: jax.Array, rng: jax.Array, out_height: int, out_width: int) -> jax.Array:
+  """A crop's centre: the object's centroid (the frame's centre without one) moved by up to
+  half the crop either way, then kept where the crop fits in the frame."""
+  height, width = mask.shape
+  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                            jnp.arange(width, dtype=jnp.float32), indexing='ij')
+  weight = (mask == 1).astype(jnp.float32)
+  total = weight.sum()
+  centroid = jnp.where(total > 0,
+                       jnp.array([(weight * rows).sum(), (weight * cols).sum()])
+                       / jnp.maximum(total, 1),
+                       jnp.array([(height - 1) / 2, (width - 1) / 2]))
+  half = jnp.array([out_height, out_width], jnp.float32) / 2
+  centre = centroid + jax.random.uniform(rng, (2,), minval=-1, maxval=1) * half
+  low, high = half - 0.5, jnp.array([height, width], jnp.float32) - half - 0.5
+  return jnp.clip(centre, low, high)
+
+
 def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array,
                     config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-  """`config.batch_size` augmented copies of one frame and its mask, (B, H, W, 3) and
-  (B, H, W), as the `finetune` section's max_scale, max_shift, max_rotation and colour_jitter
-  say."""
+  """`config.batch_size` augmented copies of one frame and its mask, (B, h, w, 3) and
+  (B, h, w), as the `finetune` section's max_scale, max_shift, max_rotation, colour_jitter
+  and crop_size (absent: 0, the whole frame) say."""
   one = functools.partial(augment, max_scale=config.max_scale, max_shift=config.max_shift,
-                          max_rotation=config.max_rotation, colour_jitter=config.colour_jitter)
+                          max_rotation=config.max_rotation, colour_jitter=config.colour_jitter,
+                          crop_size=config.get('crop_size', 0))
   return jax.vmap(one, in_axes=(None, None, 0))(image, mask,
                                                 jax.random.split(rng, config.batch_size))
 
@@ -197,9 +225,6 @@ class ObjectFinetuner:
     steps = self.steps if steps is None else steps
     if not steps:
       return params
-    if learning_rate is not None and not self.learning_rate:
-      raise InputError(f'finetune.learning_rate=0 leaves no rate to rescale to {learning_rate}; '
-                       'give it a positive value.')
     scale = 1.0 if learning_rate is None else learning_rate / self.learning_rate
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), stream)
     tuned, _ = self._run(params, inputs, key, steps, scale)

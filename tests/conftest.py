@@ -43,6 +43,8 @@ def released_osvos_120():
   config = osvos_davis16.get_config()
   config.finetune.steps = SMALL_OSVOS_STEPS
   config.segment.max_height = SMALL_OSVOS_HEIGHT
-  # The network's own answers: the tests compare networks; TTA is tested on its own.
+  # The network's own answers: the tests compare networks; TTA and online adaptation are
+  # tested on their own.
   config.segment.flip = False
+  config.online.every = 0
   return config, systems.build_segmenter(config)

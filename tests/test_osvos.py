@@ -153,6 +153,31 @@ def test_augmentation_moves_scales_and_flips():
   assert max(shifts) > 4, shifts  # Moved by over 4 pixels at least once.
 
 
+def test_cropped_augmentation_keeps_the_object_in_a_crop_that_moves():
+  """finetune.crop_size: square crops (the frame's side where it is smaller), each holding
+  the object but placed differently, image and mask still aligned; 0 leaves the whole frame."""
+  height, width = 60, 160
+  rows, cols = np.mgrid[:height, :width]
+  square = ((rows >= 20) & (rows < 36) & (cols >= 120) & (cols < 136)).astype(np.float32)
+  image = jnp.asarray(np.repeat(square[..., None] * 255, 3, axis=-1))
+  whole, _ = finetune.augment(image, jnp.asarray(square), jax.random.PRNGKey(0), 1.0, 0.0)
+  assert whole.shape == (height, width, 3)
+  places = set()
+  for seed in range(6):
+    crop, mask = finetune.augment(image, jnp.asarray(square), jax.random.PRNGKey(seed), 1.0,
+                                  0.0, crop_size=48)
+    assert crop.shape == (48, 48, 3) and mask.shape == (48, 48)
+    # The object (16x16, far from the frame's centre) is in every crop, at least its half.
+    assert np.asarray(mask).sum() >= 0.5 * square.sum(), seed
+    np.testing.assert_array_equal(np.asarray(crop)[..., 0] > 127, np.asarray(mask) > 0.5)
+    on_rows, on_cols = np.nonzero(np.asarray(mask))
+    places.add((on_rows.min(), on_cols.min()))
+  assert len(places) > 2, places  # The crop moves around the object.
+  tall, _ = finetune.augment(image, jnp.asarray(square), jax.random.PRNGKey(0), 1.0, 0.0,
+                             crop_size=100)
+  assert tall.shape == (60, 100, 3)  # No taller than the frame.
+
+
 def test_augmentation_rotates_within_its_range_and_jitters_only_the_colours():
   # A bar along the rows: its principal axis gives the rotation of each augmented copy.
   bar = np.zeros((80, 80), np.float32)
@@ -291,7 +316,8 @@ def test_finetuning_the_released_parent_pays(goat, released_osvos_120, tmp_path)
   of the released parent, against the parent alone (finetune.steps=0), at 120 rows.
 
   Seen on these 15 frames: J&F 0.201 (J 0.307) alone; 0.369 after 30 steps; 0.485 (J 0.640)
-  after 100. The full-size default (200 steps, 480 rows) is measured in experiments/.
+  after 100. The full-size default (300 steps on 384x384 crops, 480 rows) is measured in
+  experiments/.
   """
   config, tuned = released_osvos_120
   assert config.finetune.steps == SMALL_OSVOS_STEPS == 100
@@ -522,3 +548,13 @@ def test_bad_online_adaptation_values_fail_naming_the_field(field, value):
     online_adaptation.settings(ml_collections.ConfigDict({field: value}))
   with pytest.raises(InputError, match='online.often'):
     online_adaptation.settings(ml_collections.ConfigDict({'often': 2}))
+
+
+def test_online_adaptation_without_a_fine_tuning_rate_fails_naming_the_field():
+  model = small_osvos()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  config = ml_collections.ConfigDict(dict(
+      finetune={**FINETUNE.to_dict(), 'learning_rate': 0.0}, seed=0,
+      segment=dict(flip=False, scales=(1.0,)), online=dict(every=5)))
+  with pytest.raises(InputError, match=r'finetune.learning_rate=0 .* online.every=0'):
+    osvos_system.FinetuneSegmenter(model, params, config)

@@ -17,7 +17,7 @@ on blocks small enough to stay in cache. It is also closer to a float64 sum (rel
 instead of 8.8, and a training step with the 13 backbone convs swapped takes 10.3 s instead of
 14.8 (experiments/conv_backward_cpu.md).
 
-Inside a loop (the `lax.scan` of online fine-tuning) the gap is far larger: XLA leaves the
+Inside a loop (the compiled loop of online fine-tuning) the gap is far larger: XLA leaves the
 kernel-gradient convolution of a loop body in its raw layout, which runs about 70x slower than
 the same op outside a loop (240x427x64->64: 0.19 s straight, 15 s per step in a scan), while
 these matmuls stay fast; an OSVOS-VGG16 fine-tune step at 240x427 went from 27 s to 3.3 s.

@@ -117,6 +117,10 @@ class FinetuneSegmenter:
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
     self.online = online_adaptation.settings(config.get('online'))
+    if self.online.every and not config.finetune.learning_rate:
+      raise InputError('finetune.learning_rate=0 leaves online adaptation (which rescales it to '
+                       f'online.learning_rate={self.online.learning_rate}) no rate; give it a '
+                       'positive value, or turn adaptation off with online.every=0.')
     self._objects = finetune.ObjectParams(
         per_object=self._finetuner.tunes or bool(self.online.every))
     flip, scales = test_time_augmentation.settings(config.segment)
