@@ -77,6 +77,8 @@ def _rows() -> list[Row]:
        'CRF)', 'configs/osvos_davis16.py')
   rows.append(Row('osvos-every2', 'OSVOS (the same, online adaptation every 2nd frame)',
                   'davis16', 'configs/osvos_davis16.py', (every_2,)))
+  rows.append(Row('osvos-crop448', 'OSVOS (the same on 448x448 crops)', 'davis16',
+                  'configs/osvos_davis16.py', ('--config.finetune.crop_size=448',)))
   rows.append(Row('osvos-steps150', 'OSVOS (150 fine-tune steps on crops, online adaptation, '
                   'flip, flow prior, CRF)', 'davis16', 'configs/osvos_davis16.py', (steps_150,)))
   rows.append(Row('osvos-steps150-every2', 'OSVOS (150 fine-tune steps on crops, online '
