@@ -55,7 +55,7 @@ def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
   center = jnp.array([(height - 1) / 2, (width - 1) / 2])
   # Where the output's centre comes from: the frame's centre, or the crop's.
   source_center = center if not crop_size else _crop_center(mask, crop_rng, out_height,
-                                                             out_width)
+                                                             out_width, center)
   cols = jnp.where(flip, out_width - 1 - cols, cols)
   # Inverse map: output pixel -> where it comes from in the input (rotated about the centre).
   rows = rows - (out_height - 1) / 2 - shift[0]
@@ -73,18 +73,16 @@ def augment(image: jax.Array, mask: jax.Array, rng: jax.Array, max_scale: float,
   return image, mask
 
 
-def _crop_center(mask: jax.Array, rng: jax.Array, out_height: int, out_width: int) -> jax.Array:
-  """A crop's centre: the object's centroid (the frame's centre without one) moved by up to
-  half the crop either way, then kept where the crop fits in the frame."""
+def _crop_center(mask: jax.Array, rng: jax.Array, out_height: int, out_width: int,
+                 frame_center: jax.Array) -> jax.Array:
+  """A crop's centre: the object's centroid (`frame_center` without one) moved by up to half
+  the crop either way, then kept where the crop fits in the frame."""
   height, width = mask.shape
-  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
-                            jnp.arange(width, dtype=jnp.float32), indexing='ij')
   weight = (mask == 1).astype(jnp.float32)
   total = weight.sum()
-  centroid = jnp.where(total > 0,
-                       jnp.array([(weight * rows).sum(), (weight * cols).sum()])
-                       / jnp.maximum(total, 1),
-                       jnp.array([(height - 1) / 2, (width - 1) / 2]))
+  centroid = jnp.array([weight.sum(1) @ jnp.arange(height, dtype=jnp.float32),
+                        weight.sum(0) @ jnp.arange(width, dtype=jnp.float32)])
+  centroid = jnp.where(total > 0, centroid / jnp.maximum(total, 1), frame_center)
   half = jnp.array([out_height, out_width], jnp.float32) / 2
   centre = centroid + jax.random.uniform(rng, (2,), minval=-1, maxval=1) * half
   low, high = half - 0.5, jnp.array([height, width], jnp.float32) - half - 0.5
@@ -162,9 +160,7 @@ class ObjectParams:
 
   def start(self, params: Any, num_objects: int) -> Any:
     """What a video starts with: `num_objects` stacked copies of `params`, or `params`."""
-    if not self.per_object:
-      return params
-    return jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), params)
+    return _stack_copies(params, num_objects) if self.per_object else params
 
   def get(self, held: Any, slot: int) -> Any:
     """Object `slot`'s network."""
@@ -180,9 +176,14 @@ class ObjectParams:
     return _set_slot(held, slot, params)
 
 
-# Jitted over the whole tree with the slot traced: one dispatch and one compile per network,
-# where eager per-leaf indexing compiled a scatter for each of its ~100 leaf shapes (~9 s on
-# 2 CPU cores for the first object of a video) and dispatched one op per leaf.
+# Jitted over the whole tree (the slot traced): one dispatch and one compile per network,
+# where eager per-leaf ops compiled one op for each of its ~100 leaf shapes (~9 s on 2 CPU
+# cores for the first object of a video; ~3 s to stack the copies of every video) and
+# dispatched one op per leaf.
+_stack_copies = jax.jit(
+    lambda params, num_objects: jax.tree.map(
+        lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), params),
+    static_argnums=1)
 _get_slot = jax.jit(lambda held, slot: jax.tree.map(lambda x: x[slot], held))
 _set_slot = jax.jit(
     lambda held, slot, params: jax.tree.map(lambda s, x: s.at[slot].set(x), held, params))
