@@ -46,6 +46,13 @@ ONLINE_LR_1E_4 = {**ONLINE, 'online.learning_rate': 1e-4}
 ONLINE_EVERY_10 = {'online.every': 10}
 ONLINE_STEPS_5 = {**ONLINE, 'online.steps': 5}
 PRIOR_FLOW_CRF = {'temporal_prior.method': 'flow', 'postprocess.crf': True}
+CRF_TRIALS = {'srgb13': {'postprocess.crf_bilateral_srgb': 13.0},
+              'bsxy10': {'postprocess.crf_bilateral_sxy': 10.0},
+              'bsxy40': {'postprocess.crf_bilateral_sxy': 40.0},
+              'bcompat5': {'postprocess.crf_bilateral_compat': 5.0},
+              'iter10': {'postprocess.crf_iterations': 10},
+              'gauss3': {'postprocess.crf_gaussian_sxy': 3.0,
+                         'postprocess.crf_gaussian_compat': 3.0}}
 # Rows recorded under their bare name fine-tuned this many steps (the default until
 # 2026-12-06); others carry theirs in the name.
 UNSUFFIXED_STEPS = 200
@@ -77,6 +84,11 @@ ROWS = {
        for flip in ('', 'flip+') for online in ('online', 'online-lr1e-4')},
     **{f'flip+{online}+prior-flow+crf': (f'flip+{online}', PRIOR_FLOW_CRF)
        for online in ('online-every10', 'online-steps5')},
+    'flip+online+prior-flow': ('flip+online', {'temporal_prior.method': 'flow'}),
+    # The CRF's parameters, tried on OSVOS's own scores (they were chosen on degraded ground
+    # truth, experiments/crf_speed.md): each row changes one from the default.
+    **{f'flip+online+prior-flow+crf-{name}': ('flip+online', {**PRIOR_FLOW_CRF, **changes})
+       for name, changes in CRF_TRIALS.items()},
 }
 
 
