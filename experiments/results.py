@@ -79,6 +79,15 @@ def _rows() -> list[Row]:
                   'davis16', 'configs/osvos_davis16.py', (every_2,)))
   rows.append(Row('osvos-crop448', 'OSVOS (the same on 448x448 crops)', 'davis16',
                   'configs/osvos_davis16.py', ('--config.finetune.crop_size=448',)))
+  rows.append(Row('osvos-lr2e-4', 'OSVOS (the same, fine-tuning at lr 2e-4)', 'davis16',
+                  'configs/osvos_davis16.py', ('--config.finetune.learning_rate=2e-4',)))
+  # The same default with other random streams: how far the mean moves by chance alone.
+  rows.append(Row('osvos-seed1', 'OSVOS (the default, random seed 1)', 'davis16',
+                  'configs/osvos_davis16.py', ('--config.seed=1',)))
+  for max_scale in (1.6, 2.0):
+    rows.append(Row(f'osvos-scale{max_scale}', f'OSVOS (the same, fine-tuning copies scaled '
+                    f'up to {max_scale}x either way)', 'davis16', 'configs/osvos_davis16.py',
+                    (f'--config.finetune.max_scale={max_scale}',)))
   rows.append(Row('osvos-steps150', 'OSVOS (150 fine-tune steps on crops, online adaptation, '
                   'flip, flow prior, CRF)', 'davis16', 'configs/osvos_davis16.py', (steps_150,)))
   rows.append(Row('osvos-steps150-every2', 'OSVOS (150 fine-tune steps on crops, online '
