@@ -56,7 +56,7 @@ def get_config():
       # On-device augmentation of the first frame (jvos.finetune.augment). Rotation (15 deg)
       # and colour jitter (0.2) did not pay: 0.718 and 0.711 against 0.721 without the levers
       # below; nor did a wider scale range (1.6, 2.0: 0.790) or lr 2e-4 (0.789), against 0.796
-      # here and 0.790 with other random streams (experiments/osvos_levers.md).
+      # here and 0.790-0.791 with other random streams (experiments/osvos_levers.md).
       max_scale=1.2, max_shift=0.1, max_rotation=0.0, colour_jitter=0.0,
       # Square crops of this side around the object (0: the whole frame).
       crop_size=384))

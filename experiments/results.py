@@ -82,8 +82,9 @@ def _rows() -> list[Row]:
   rows.append(Row('osvos-lr2e-4', 'OSVOS (the same, fine-tuning at lr 2e-4)', 'davis16',
                   'configs/osvos_davis16.py', ('--config.finetune.learning_rate=2e-4',)))
   # The same default with other random streams: how far the mean moves by chance alone.
-  rows.append(Row('osvos-seed1', 'OSVOS (the default, random seed 1)', 'davis16',
-                  'configs/osvos_davis16.py', ('--config.seed=1',)))
+  for seed in (1, 2):
+    rows.append(Row(f'osvos-seed{seed}', f'OSVOS (the default, random seed {seed})', 'davis16',
+                    'configs/osvos_davis16.py', (f'--config.seed={seed}',)))
   for max_scale in (1.6, 2.0):
     rows.append(Row(f'osvos-scale{max_scale}', f'OSVOS (the same, fine-tuning copies scaled '
                     f'up to {max_scale}x either way)', 'davis16', 'configs/osvos_davis16.py',
