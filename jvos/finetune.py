@@ -79,8 +79,9 @@ def _crop_center(mask: jax.Array, rng: jax.Array, out_height: int, out_width: in
   the crop either way, then kept where the crop fits in the frame."""
   height, width = mask.shape
   weight = (mask == 1).astype(jnp.float32)
-  total = weight.sum()
-  centroid = jnp.array([weight.sum(1) @ jnp.arange(height, dtype=jnp.float32),
+  row_sums = weight.sum(1)
+  total = row_sums.sum()
+  centroid = jnp.array([row_sums @ jnp.arange(height, dtype=jnp.float32),
                         weight.sum(0) @ jnp.arange(width, dtype=jnp.float32)])
   centroid = jnp.where(total > 0, centroid / jnp.maximum(total, 1), frame_center)
   half = jnp.array([out_height, out_width], jnp.float32) / 2
@@ -182,7 +183,7 @@ class ObjectParams:
 # dispatched one op per leaf.
 _stack_copies = jax.jit(
     lambda params, num_objects: jax.tree.map(
-        lambda x: jnp.repeat(jnp.asarray(x)[None], num_objects, axis=0), params),
+        lambda x: jnp.repeat(x[None], num_objects, axis=0), params),
     static_argnums=1)
 _get_slot = jax.jit(lambda held, slot: jax.tree.map(lambda x: x[slot], held))
 _set_slot = jax.jit(
