@@ -59,7 +59,10 @@ def get_config():
       # here and 0.790-0.791 with other random streams (experiments/osvos_levers.md).
       max_scale=1.2, max_shift=0.1, max_rotation=0.0, colour_jitter=0.0,
       # Square crops of this side around the object (0: the whole frame).
-      crop_size=384))
+      crop_size=384,
+      # Pixels weighed up by 1 + hard_weight x their error (hard negatives and positives):
+      # 2.0 scored as off (0.796, experiments/osvos_levers.md).
+      hard_weight=0.0))
   # Segment at full 480p size: it scores best (J&F 0.728 on the 10 shared DAVIS-2016 val
   # sequences without the levers below; 0.698 at 360 rows and 0.633 at 240, with 300 steps on
   # whole frames: experiments/results_davis16_val.md).

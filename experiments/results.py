@@ -81,6 +81,8 @@ def _rows() -> list[Row]:
                   'configs/osvos_davis16.py', ('--config.finetune.crop_size=448',)))
   rows.append(Row('osvos-lr2e-4', 'OSVOS (the same, fine-tuning at lr 2e-4)', 'davis16',
                   'configs/osvos_davis16.py', ('--config.finetune.learning_rate=2e-4',)))
+  rows.append(Row('osvos-hard2', 'OSVOS (the same, pixels weighed up to 3x by their error)',
+                  'davis16', 'configs/osvos_davis16.py', ('--config.finetune.hard_weight=2.0',)))
   # The same default with other random streams: how far the mean moves by chance alone.
   for seed in (1, 2):
     rows.append(Row(f'osvos-seed{seed}', f'OSVOS (the default, random seed {seed})', 'davis16',

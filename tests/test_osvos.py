@@ -82,6 +82,21 @@ def test_class_balanced_loss_weights_each_class_by_the_others_share():
       expected_void, rel=1e-6)
 
 
+def test_hard_weight_weighs_each_pixel_up_by_its_error_and_keeps_that_weight_out_of_the_gradient():
+  logits = jnp.array([[[2.0, -1.0, 0.5, 0.0]]])
+  labels = jnp.array([[[1.0, 0.0, 0.0, 0.0]]])
+  valid = jnp.ones_like(labels)
+  p = 1 / (1 + np.exp(-np.array([2.0, -1.0, 0.5, 0.0])))
+  y = np.array([1.0, 0.0, 0.0, 0.0])
+  bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+  weights = np.array([0.75, 0.25, 0.25, 0.25]) * (1 + 2.0 * np.abs(p - y))
+  hard = lambda x: osvos.class_balanced_bce(x, labels, valid, hard_weight=2.0)
+  assert float(hard(logits)) == pytest.approx((weights * bce).sum() / 4, rel=1e-6)
+  # d/dlogit of w * BCE with w held fixed is w (p - y): the weight steers, it is not a target.
+  np.testing.assert_allclose(np.asarray(jax.grad(hard)(logits))[0, 0], weights * (p - y) / 4,
+                             rtol=1e-5)
+
+
 def test_unweighted_bce_keeps_the_foreground_share_the_balanced_loss_inflates():
   # A constant prediction on an image with 10% foreground: the unweighted loss is least at
   # P = 0.1, the class-balanced one at P = 0.5 (the over-segmenting pull COSNet avoids).

@@ -121,18 +121,24 @@ class OSVOS(nn.Module):
     return {'sides': side_logits, 'fused': fused}
 
 
-def class_balanced_bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+def class_balanced_bce(logits: jax.Array, labels: jax.Array, valid: jax.Array,
+                       hard_weight: float = 0.0) -> jax.Array:
   """OSVOS's class-balanced sigmoid cross-entropy, per pixel, averaged.
 
   Positives are weighted by the fraction of negatives and vice versa, per image, so a small
   object counts as much as the background around it (the paper's loss divided by the pixel
-  count, which keeps the scale independent of resolution).
+  count, which keeps the scale independent of resolution). `hard_weight` > 0 weighs each pixel
+  up by 1 + hard_weight x its error |p - label| (hard negatives and hard positives, the
+  weight itself held out of the gradient), so the pixels still wrong steer the updates.
   """
   valid = valid.astype(jnp.float32)
   positives = jnp.sum(labels * valid, axis=(1, 2), keepdims=True)
   negatives = jnp.sum((1 - labels) * valid, axis=(1, 2), keepdims=True)
   total = jnp.maximum(positives + negatives, 1.0)
   weights = jnp.where(labels > 0.5, negatives / total, positives / total) * valid
+  if hard_weight:
+    error = jax.lax.stop_gradient(jnp.abs(jax.nn.sigmoid(logits) - labels))
+    weights = weights * (1.0 + hard_weight * error)
   bce = optax.sigmoid_binary_cross_entropy(logits, labels)
   return jnp.mean(jnp.sum(weights * bce, axis=(1, 2)) / total[:, 0, 0])
 
@@ -146,14 +152,14 @@ def bce(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
                           axis=(1, 2)) / total)
 
 
-def loss_fn(outputs: dict[str, Any], masks: jax.Array) -> jax.Array:
+def loss_fn(outputs: dict[str, Any], masks: jax.Array, hard_weight: float = 0.0) -> jax.Array:
   """Deep supervision: the balanced loss on every side output and on the fused output.
 
   masks: (B, H, W) float, 1 foreground, 0 background, anything else (void) ignored.
   """
   labels = (masks == 1).astype(jnp.float32)
   valid = (masks <= 1)
-  return sum(class_balanced_bce(logits, labels, valid)
+  return sum(class_balanced_bce(logits, labels, valid, hard_weight)
              for logits in [*outputs['sides'], outputs['fused']])
 
 

@@ -68,11 +68,12 @@ def foreground(labels: jax.Array) -> jax.Array:
 
 
 def loss(model: osvos.OSVOS, params: Any, batch: dict[str, jax.Array],
-         rng: jax.Array) -> jax.Array:
-  """The deep-supervised balanced loss on one-frame clips, every object as foreground."""
+         rng: jax.Array, hard_weight: float = 0.0) -> jax.Array:
+  """The deep-supervised balanced loss on one-frame clips, every object as foreground
+  (`hard_weight`: see `osvos.class_balanced_bce`)."""
   del rng  # OSVOS has no dropout.
   outputs = model.apply({'params': params}, batch['image'][:, 0].astype(jnp.float32))
-  return osvos.loss_fn(outputs, foreground(batch['labels'][:, 0]))
+  return osvos.loss_fn(outputs, foreground(batch['labels'][:, 0]), hard_weight)
 
 
 def make_loss(config: ml_collections.ConfigDict, model: osvos.OSVOS):
@@ -113,7 +114,8 @@ class FinetuneSegmenter:
     # On the device once: loaded params are numpy, and every jitted call would copy them again.
     self.parent_params = jax.device_put(parent_params)
     self._finetuner = finetune.ObjectFinetuner(
-        functools.partial(loss, model), config.finetune,
+        functools.partial(loss, model, hard_weight=config.finetune.get('hard_weight', 0.0)),
+        config.finetune,
         functools.partial(finetune_batch, config=config.finetune), config.seed,
         self.parent_params)
     self.online = online_adaptation.settings(config.get('online'))
