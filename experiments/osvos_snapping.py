@@ -33,8 +33,6 @@ from jvos.data import build_dataset
 from jvos.data.video import read_label_map, write_label_map
 import results
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def snap(image: np.ndarray, labels: np.ndarray, superpixels: int,
          compactness: float) -> tuple[np.ndarray, float]:
@@ -94,8 +92,7 @@ def main() -> None:
     print(f'{setting}: J&F {metrics["JF_mean"]:.4f} (J {metrics["J_mean"]:.4f}, '
           f'F {metrics["F_mean"]:.4f}; baseline {baseline["JF_mean"]:.4f}), '
           f'SLIC {seconds:.2f} s/frame', flush=True)
-  out = REPO / 'experiments' / 'results' / 'osvos_snapping.json'
-  out.write_text(json.dumps(record, indent=1) + '\n')
+  (results.RESULTS / 'osvos_snapping.json').write_text(json.dumps(record, indent=1) + '\n')
 
 
 if __name__ == '__main__':
