@@ -136,6 +136,8 @@ def _rows() -> list[Row]:
                     'davis16', 'configs/osmn_davis16.py', (no_prior, no_crf), ((part, False),)))
   rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps, no test-time levers', 'davis16',
                   'configs/osmn_davis16.py', ('--config.finetune.steps=50', no_prior, no_crf)))
+  rows.append(Row('osmn-ft50-levers', 'OSMN + 50 fine-tune steps (flow prior, dense CRF)',
+                  'davis16', 'configs/osmn_davis16.py', ('--config.finetune.steps=50',)))
   both('rvos', 'RVOS one-shot (flow prior, dense CRF)', 'configs/rvos_davis17.py')
   both('rvos-no-levers', 'RVOS one-shot, no test-time levers', 'configs/rvos_davis17.py',
        no_prior, no_crf)
@@ -145,6 +147,8 @@ def _rows() -> list[Row]:
   rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', 'configs/s2s_davis16.py', (prior,)))
   rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', 'configs/s2s_davis16.py', (crf,)))
   both('s2s-prior-crf', 'S2S + flow prior + dense CRF', 'configs/s2s_davis16.py', prior, crf)
+  rows.append(Row('s2s-ol-prior-crf', 'S2S + OL (100 steps) + flow prior + dense CRF', 'davis16',
+                  'configs/s2s_davis16.py', ('--config.finetune.steps=100', prior, crf)))
   deeplab_weights = '--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite'
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
                   (deeplab_weights,)))
