@@ -6,7 +6,7 @@ scale, shift and flip, resampled with map_coordinates), takes a gradient of the 
 training loss and applies the optax update. Nothing returns to Python between steps, so the
 loop costs what its arithmetic costs, on CPU, GPU or TPU alike. OSVOS fine-tunes every object
 this way, and adapts it during the video with the same compiled loop (its online adaptation);
-OSMN and S2S can fine-tune too (their papers' online variants).
+OSMN and S2S can fine-tune too (their papers' online variants), and RVOS (not in its paper).
 """
 
 from __future__ import annotations
@@ -191,26 +191,30 @@ _set_slot = jax.jit(
 
 
 class ObjectFinetuner:
-  """Online fine-tuning of one network per object, as segmenters use it (OSVOS always; OSMN
-  and S2S when `finetune.steps` > 0): `tune(params, inputs, stream)` runs the compiled loop on
-  the object's given frame and returns its own parameters; with 0 steps, the given ones.
+  """Online fine-tuning of one network per object, as segmenters use it (OSVOS always; OSMN,
+  S2S and RVOS, which tunes one network per video on all its objects, when `finetune.steps`
+  > 0): `tune(params, inputs, stream)` runs the compiled loop on the object's given frame and
+  returns its own parameters; with 0 steps, the given ones.
 
   Args:
     loss_fn: the system's training loss, (params, batch, rng) -> scalar.
-    config: the `finetune` section: steps, batch_size, the optimizer's fields (as `train`'s)
-      and, optionally, frozen (param path prefixes left as they are, e.g. S2S's 'lstm').
-    make_batch: (inputs, rng) -> a training batch, built on device from `inputs`.
-    seed: stream s fine-tunes with key fold_in(seed, s).
+    make_batch: (inputs, rng, config) -> a training batch, built on device from `inputs` as
+      the `finetune` section (`config`) says.
+    config: the run's config: its `finetune` section (steps, batch_size, the optimizer's fields
+      as `train`'s and, optionally, frozen: param path prefixes left as they are, e.g. S2S's
+      'lstm') and its seed (stream s fine-tunes with key fold_in(seed, s)).
     params: a tree like the parameters (for `finetune.frozen`).
   """
 
-  def __init__(self, loss_fn, config, make_batch, seed: int, params: Any):
-    errors.check_counts(config, 'finetune')
-    self.seed = seed
-    self.steps, self.learning_rate = config.steps, config.learning_rate
-    frozen = train.frozen_mask(params, config.get('frozen', ''))
-    optimizer = train.make_optimizer(config, train.make_schedule(config, config.steps), frozen)
-    self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer, make_batch)
+  def __init__(self, loss_fn, make_batch, config: ml_collections.ConfigDict, params: Any):
+    section = config.finetune
+    errors.check_counts(section, 'finetune')
+    self.seed = config.seed
+    self.steps, self.learning_rate = section.steps, section.learning_rate
+    frozen = train.frozen_mask(params, section.get('frozen', ''))
+    optimizer = train.make_optimizer(section, train.make_schedule(section, section.steps), frozen)
+    self._run = make_finetune(train.freeze(loss_fn, frozen), optimizer,
+                              functools.partial(make_batch, config=section))
 
   @property
   def tunes(self) -> bool:

@@ -214,9 +214,8 @@ class ModulatedSegmenter:
   def __init__(self, model: osmn.OSMN, params: Any, config: ml_collections.ConfigDict):
     self.model, self.params = model, jax.device_put(params)
     self.guide_size = config.model.guide_size
-    self._finetuner = finetune.ObjectFinetuner(
-        make_loss(config, model), config.finetune,
-        functools.partial(finetune_batch, config=config.finetune), config.seed, self.params)
+    self._finetuner = finetune.ObjectFinetuner(make_loss(config, model), finetune_batch, config,
+                                               self.params)
     self._scales = jax.jit(lambda p, guide: model.apply(
         {'params': p}, guide[None], method=osmn.OSMN.scales)[0])
     self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes)

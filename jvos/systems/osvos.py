@@ -115,9 +115,7 @@ class FinetuneSegmenter:
     self.parent_params = jax.device_put(parent_params)
     self._finetuner = finetune.ObjectFinetuner(
         functools.partial(loss, model, hard_weight=config.finetune.get('hard_weight', 0.0)),
-        config.finetune,
-        functools.partial(finetune_batch, config=config.finetune), config.seed,
-        self.parent_params)
+        finetune_batch, config, self.parent_params)
     self.online = online_adaptation.settings(config.get('online'))
     if self.online.every and not config.finetune.learning_rate:
       raise InputError('finetune.learning_rate=0 leaves online adaptation (which rescales it to '

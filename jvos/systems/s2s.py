@@ -118,9 +118,8 @@ class SequenceSegmenter:
 
   def __init__(self, model: s2s.S2S, params: Any, config: ml_collections.ConfigDict):
     self.model, self.params = model, jax.device_put(params)
-    self._finetuner = finetune.ObjectFinetuner(
-        functools.partial(loss, model), config.finetune,
-        functools.partial(finetune_batch, config=config.finetune), config.seed, self.params)
+    self._finetuner = finetune.ObjectFinetuner(functools.partial(loss, model), finetune_batch,
+                                               config, self.params)
     self._initialize = jax.jit(lambda p, frame, mask: model.apply(
         {'params': p}, frame[None], mask[None], method=s2s.S2S.initialize))
 
