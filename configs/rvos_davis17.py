@@ -4,6 +4,9 @@
     # DAVIS-2017 root, 0/255 masks on a DAVIS-2016 one.
     python launch.py --config configs/rvos_davis17.py --config.data.root=/data/DAVIS2017 \
         --config.data.sequences=a,b --workdir runs/rvos
+    # The same with the network first fine-tuned on each video's first frame (OL, ~2 s a step
+    # on 2 CPU cores at 480p with three objects):
+    python launch.py --config configs/rvos_davis17.py --config.finetune.steps=100 ...
     # Train your own (resumes if rerun), e.g. on the composites of DAVIS-2016 train
     # (python -m jvos.data.composites ... --split train), backbone from the ImageNet TFLite file:
     python launch.py --config configs/rvos_davis17.py --mode train --config.data.root=COMPOSITES \
@@ -53,6 +56,13 @@ def get_config():
       teacher_forcing=1.0,
       empty_slot_weight=0.0,  # Zero-shot only (see jvos/systems/rvos.py).
       init_weights=''))  # Continue from a trained run of RVOS (a curriculum's next stage).
+
+  # Online fine-tuning of the video's network on its first frame, every object at once
+  # (jvos/systems/rvos.py; not in the paper); 0: none.
+  config.finetune = ml_collections.ConfigDict(dict(
+      steps=0, batch_size=1, optimizer='adam', learning_rate=1e-4, momentum=0.9,
+      schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
+      max_scale=1.2, max_shift=0.1, max_rotation=0.0, colour_jitter=0.0, frozen='encoder'))
 
   # Test-time levers shared with OSVOS: each object kept near its flow-carried previous mask
   # (jvos/temporal_prior.py) and the dense CRF on the scores (jvos/postprocess.py); J&F and

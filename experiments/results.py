@@ -141,6 +141,12 @@ def _rows() -> list[Row]:
   both('rvos', 'RVOS one-shot (flow prior, dense CRF)', 'configs/rvos_davis17.py')
   both('rvos-no-levers', 'RVOS one-shot, no test-time levers', 'configs/rvos_davis17.py',
        no_prior, no_crf)
+  # RVOS with its network fine-tuned on the first frame, every object at once (not the paper's).
+  both('rvos-ol', 'RVOS one-shot + OL (100 steps, flow prior, dense CRF)',
+       'configs/rvos_davis17.py', '--config.finetune.steps=100')
+  rows.append(Row('rvos-ol-seed1-composites', 'RVOS one-shot + OL (100 steps, flow prior, '
+                  'dense CRF), random seed 1', 'composites', 'configs/rvos_davis17.py',
+                  ('--config.finetune.steps=100', '--config.seed=1')))
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))

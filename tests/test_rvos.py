@@ -163,7 +163,9 @@ def test_zero_shot_loss_does_not_depend_on_the_object_order():
 
 def test_more_objects_than_slots_names_the_limit(one_shot):
   config, model, params = one_shot
-  segmenter = rvos_system.RecurrentSegmenter(model, params, max_objects=2)
+  config = config.copy_and_resolve_references()
+  config.model.max_objects = 2
+  segmenter = rvos_system.RecurrentSegmenter(model, params, config)
   given = {k: (0, np.ones(SIZE, bool)) for k in range(3)}
   with pytest.raises(InputError, match=r'3 objects.*2 slots.*model.max_objects=3'):
     segmenter.start(VideoInput('v', (), SIZE, given))
@@ -180,4 +182,40 @@ def test_weights_of_the_other_task_are_refused(task, tmp_path, one_shot):
       rvos_zeroshot_davis16.get_config())
   run.weights = str(tmp_path / train.PARAMS_FILE)
   with pytest.raises(InputError, match='RVOS weights .* asks for'):
+    systems.build_segmenter(run)
+
+
+def test_online_learning_fits_the_given_frame_with_the_encoder_frozen(one_shot):
+  config, model, params = one_shot
+  frame = np.random.default_rng(0).integers(0, 255, (*SIZE, 3)).astype(np.uint8)
+  masks = np.zeros((2, *SIZE), bool)
+  masks[0, 10:40, 20:50] = True
+  masks[1, 30:60, 60:90] = True
+
+  def first_step(steps):
+    tuning = config.copy_and_resolve_references()
+    tuning.finetune.update(steps=steps, learning_rate=1e-2)
+    segmenter = rvos_system.RecurrentSegmenter(model, params, tuning)
+    state = segmenter.start(VideoInput('v', (), SIZE, {k: (0, masks[k]) for k in range(2)}))
+    state = segmenter.add_objects(state, frame, [0, 1], masks)
+    _, probabilities = segmenter.step(state, frame)
+    return state['params'], probabilities
+
+  iou = lambda p: float(np.mean(rvos_system.soft_iou(p, masks.astype(np.float32), 1.0)))
+  _, before = first_step(0)
+  tuned, after = first_step(20)
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), tuned, params)
+  assert not any(jax.tree.leaves(changed['encoder']))
+  assert all(jax.tree.leaves({k: v for k, v in changed.items() if k != 'encoder'}))
+  assert iou(after) > iou(before) + 0.1
+
+
+def test_zero_shot_refuses_online_fine_tuning(tmp_path, one_shot):
+  from jvos import train  # pylint: disable=g-import-not-at-top
+  config, _, params = one_shot
+  train.export_params(tmp_path, params, {**config.model.to_dict(), 'one_shot': False})
+  run = rvos_zeroshot_davis16.get_config()
+  run.weights = str(tmp_path / train.PARAMS_FILE)
+  run.finetune.steps = 50
+  with pytest.raises(InputError, match=r'finetune.steps=50.*zero-shot.*steps=0'):
     systems.build_segmenter(run)

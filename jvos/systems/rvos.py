@@ -17,6 +17,11 @@ frame at a time; one-shot (RVOS-Mask: previous masks in) or zero-shot (no mask a
   segmenting one encoder pass and one decoder pass per slot a frame; the temporal states (and,
              one-shot, each slot's soft previous mask) stay on the device. An object that
              appears late enters its slot on the frame that introduces it.
+  online     one-shot, `finetune.steps` > 0 fine-tunes the video's one network on the frame
+             that gives objects (frozen: `finetune.frozen`, the encoder by default), all its
+             objects at once, through the shared compiled loop: two-frame clips, the frame with
+             its own masks, then an augmented copy of it to predict from them. Not in the
+             paper; what it is worth: experiments/rvos_davis17/README.md.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import ml_collections
 import numpy as np
 from scipy import optimize
 
+from jvos import finetune
 from jvos import weights
 from jvos.data.video import VOID
 from jvos.errors import InputError
@@ -154,15 +160,32 @@ def make_loss(config: ml_collections.ConfigDict, model: rvos.RVOS):
                            empty_slot_weight=config.train.empty_slot_weight)
 
 
+def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
+                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """OL: clips of the given frame with its labels, then an augmented copy of both to predict
+  (the motion made up); `inputs['objects']` says which slots hold an object."""
+  images, labels = finetune.augmented_batch(inputs['image'], inputs['labels'], rng, config)
+  first = jnp.broadcast_to(inputs['image'], images.shape)
+  first_labels = jnp.broadcast_to(inputs['labels'], labels.shape)
+  batch_size = images.shape[0]
+  return {'image': jnp.stack([first, images], 1), 'labels': jnp.stack([first_labels, labels], 1),
+          'annotated': jnp.ones((batch_size, 2), bool),
+          'objects': jnp.broadcast_to(inputs['objects'], (batch_size, *inputs['objects'].shape))}
+
+
 class RecurrentSegmenter:
   """Segmenter: per frame, one encoder pass and the decoder over every slot.
 
-  State (on the device): 'temporal', each decoder layer's h per slot; 'masks', each slot's
-  previous soft mask (one-shot).
+  State (on the device): 'params' the video's network (fine-tuned on the frames that give
+  objects when `finetune.steps` > 0); 'temporal', each decoder layer's h per slot; 'masks',
+  each slot's previous soft mask (one-shot).
   """
 
-  def __init__(self, model: rvos.RVOS, params: Any, max_objects: int):
-    self.model, self.params, self.max_objects = model, jax.device_put(params), max_objects
+  def __init__(self, model: rvos.RVOS, params: Any, config: ml_collections.ConfigDict):
+    self.model, self.params = model, jax.device_put(params)
+    self.max_objects = config.model.max_objects
+    self._finetuner = finetune.ObjectFinetuner(make_loss(config, model), finetune_batch, config,
+                                               self.params)
 
     def step(params, frame, temporal, masks):
       logits, temporal = model.apply({'params': params}, frame[None], temporal, masks)
@@ -177,17 +200,30 @@ class RecurrentSegmenter:
           f'{self.max_objects} slots these RVOS weights were trained with (model.max_objects); '
           f'drop objects from its masks, or train with --config.model.max_objects={slots}.')
     temporal, masks = _inputs(self.model, slots, 1, video.working_size)
-    return {'temporal': temporal, 'masks': masks}
+    return {'params': self.params, 'temporal': temporal, 'masks': masks}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    temporal, probabilities = self._step(self.params, jnp.asarray(frame, jnp.float32),
+    temporal, probabilities = self._step(state['params'], jnp.asarray(frame, jnp.float32),
                                          state['temporal'], state['masks'])
-    return {'temporal': temporal, 'masks': probabilities[:, None]}, np.asarray(probabilities)
+    return ({**state, 'temporal': temporal, 'masks': probabilities[:, None]},
+            np.asarray(probabilities))
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
+    slots = np.asarray(slots)
+    num_slots = state['masks'].shape[0]
+    # The given objects as one label map (slot k is label k + 1), the other slots empty.
+    labels = np.zeros(masks.shape[1:], np.float32)
+    for slot, mask in zip(slots, masks):
+      labels[mask > 0.5] = slot + 1
+    objects = np.zeros(num_slots, bool)
+    objects[slots] = True
+    params = self._finetuner.tune(
+        state['params'], {'image': jnp.asarray(frame, jnp.float32),
+                          'labels': jnp.asarray(labels), 'objects': jnp.asarray(objects)},
+        int(slots.min()))
     new = state['masks'].at[jnp.asarray(slots), 0].set(jnp.asarray(masks, jnp.float32))
-    return {**state, 'masks': new}
+    return {**state, 'params': params, 'masks': new}
 
 
 def build_segmenter(config: ml_collections.ConfigDict, model: rvos.RVOS,
@@ -201,7 +237,11 @@ def build_segmenter(config: ml_collections.ConfigDict, model: rvos.RVOS,
         f'its model_config.json) but task={config.task!r} asks for {asked}; use '
         f'{"configs/rvos_davis17.py" if model.one_shot else "configs/rvos_zeroshot_davis16.py"}'
         ' for those weights, or pass --config.weights=<weights trained for that task>.')
-  return RecurrentSegmenter(model, params, config.model.max_objects)
+  if not model.one_shot and config.finetune.steps:
+    raise InputError(f'finetune.steps={config.finetune.steps}: online fine-tuning learns the '
+                     'given first masks, and zero-shot RVOS is given none; pass '
+                     '--config.finetune.steps=0.')
+  return RecurrentSegmenter(model, params, config)
 
 
 SYSTEM = System(name='rvos', tasks=TASKS, create=create, initial_params=initial_params,
