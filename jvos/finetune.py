@@ -102,6 +102,17 @@ def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array,
                                                 jax.random.split(rng, config.batch_size))
 
 
+def two_frame_clips(image: jax.Array, labels: jax.Array, rng: jax.Array,
+                    config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """OL batches of the recurrent systems (S2S, RVOS): `config.batch_size` clips of the given
+  frame and its labels, then an augmented copy of both to predict from them (the motion made
+  up), (B, 2, h, w, 3) and (B, 2, h, w)."""
+  images, augmented = augmented_batch(image, labels, rng, config)
+  first = jnp.broadcast_to(image, images.shape)
+  first_labels = jnp.broadcast_to(labels, augmented.shape)
+  return jnp.stack([first, images], 1), jnp.stack([first_labels, augmented], 1)
+
+
 def make_finetune(loss_fn: Callable[[Any, dict, jax.Array], jax.Array],
                   optimizer: optax.GradientTransformation,
                   make_batch: Callable[[Any, jax.Array], dict]):

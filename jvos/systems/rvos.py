@@ -162,14 +162,11 @@ def make_loss(config: ml_collections.ConfigDict, model: rvos.RVOS):
 
 def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """OL: clips of the given frame with its labels, then an augmented copy of both to predict
-  (the motion made up); `inputs['objects']` says which slots hold an object."""
-  images, labels = finetune.augmented_batch(inputs['image'], inputs['labels'], rng, config)
-  first = jnp.broadcast_to(inputs['image'], images.shape)
-  first_labels = jnp.broadcast_to(inputs['labels'], labels.shape)
+  """OL: clips of the given frame with its labels, then an augmented copy of both to predict;
+  `inputs['objects']` says which slots hold an object."""
+  images, labels = finetune.two_frame_clips(inputs['image'], inputs['labels'], rng, config)
   batch_size = images.shape[0]
-  return {'image': jnp.stack([first, images], 1), 'labels': jnp.stack([first_labels, labels], 1),
-          'annotated': jnp.ones((batch_size, 2), bool),
+  return {'image': images, 'labels': labels, 'annotated': jnp.ones((batch_size, 2), bool),
           'objects': jnp.broadcast_to(inputs['objects'], (batch_size, *inputs['objects'].shape))}
 
 
@@ -210,18 +207,17 @@ class RecurrentSegmenter:
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
-    slots = np.asarray(slots)
-    num_slots = state['masks'].shape[0]
-    # The given objects as one label map (slot k is label k + 1), the other slots empty.
-    labels = np.zeros(masks.shape[1:], np.float32)
-    for slot, mask in zip(slots, masks):
-      labels[mask > 0.5] = slot + 1
-    objects = np.zeros(num_slots, bool)
-    objects[slots] = True
-    params = self._finetuner.tune(
-        state['params'], {'image': jnp.asarray(frame, jnp.float32),
-                          'labels': jnp.asarray(labels), 'objects': jnp.asarray(objects)},
-        int(slots.min()))
+    params = state['params']
+    if self._finetuner.tunes:
+      # The given objects as one label map (slot k is label k + 1), the other slots empty.
+      labels = np.zeros(masks.shape[1:], np.float32)
+      for slot, mask in zip(slots, masks):
+        labels[mask > 0.5] = slot + 1
+      objects = np.zeros(state['masks'].shape[0], bool)
+      objects[list(slots)] = True
+      params = self._finetuner.tune(
+          params, {'image': jnp.asarray(frame, jnp.float32), 'labels': jnp.asarray(labels),
+                   'objects': jnp.asarray(objects)}, min(slots))
     new = state['masks'].at[jnp.asarray(slots), 0].set(jnp.asarray(masks, jnp.float32))
     return {**state, 'params': params, 'masks': new}
 

@@ -102,10 +102,8 @@ def make_loss(config: ml_collections.ConfigDict, model: s2s.S2S):
 def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """OL: clips of the given frame, then an augmented copy of it to predict."""
-  images, masks = finetune.augmented_batch(inputs['image'], inputs['mask'], rng, config)
-  first = jnp.broadcast_to(inputs['image'], images.shape)
-  first_mask = jnp.broadcast_to(inputs['mask'], masks.shape)
-  return {'image': jnp.stack([first, images], 1), 'labels': jnp.stack([first_mask, masks], 1)}
+  images, labels = finetune.two_frame_clips(inputs['image'], inputs['mask'], rng, config)
+  return {'image': images, 'labels': labels}
 
 
 class SequenceSegmenter:
