@@ -141,12 +141,17 @@ def _rows() -> list[Row]:
   both('rvos', 'RVOS one-shot (flow prior, dense CRF)', 'configs/rvos_davis17.py')
   both('rvos-no-levers', 'RVOS one-shot, no test-time levers', 'configs/rvos_davis17.py',
        no_prior, no_crf)
-  # RVOS with its network fine-tuned on the first frame, every object at once (not the paper's).
-  both('rvos-ol', 'RVOS one-shot + OL (100 steps, flow prior, dense CRF)',
-       'configs/rvos_davis17.py', '--config.finetune.steps=100')
-  rows.append(Row('rvos-ol-seed1-composites', 'RVOS one-shot + OL (100 steps, flow prior, '
-                  'dense CRF), random seed 1', 'composites', 'configs/rvos_davis17.py',
-                  ('--config.finetune.steps=100', '--config.seed=1')))
+  # RVOS with its network fine-tuned on the first frame, every object at once (not the paper's):
+  # 100 steps at the learning rate first measured (1e-4) and at 1e-3, two seeds of OL's random
+  # copies on the composites.
+  ol, rvos = '--config.finetune.steps=100', 'configs/rvos_davis17.py'
+  for lr, name in (('1e-4', 'rvos-ol'), ('1e-3', 'rvos-ol-lr1e-3')):
+    system = f'RVOS one-shot + OL (100 steps at lr {lr}, flow prior, dense CRF)'
+    learning_rate = f'--config.finetune.learning_rate={lr}'
+    rows.append(Row(name, system, 'davis16', rvos, (ol, learning_rate)))
+    for seed in (0, 1):
+      rows.append(Row(f'{name}-seed{seed}-composites', f'{system}, random seed {seed}',
+                      'composites', rvos, (ol, learning_rate, f'--config.seed={seed}')))
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))
