@@ -155,6 +155,9 @@ def _rows() -> list[Row]:
   both('s2s', 'S2S', 'configs/s2s_davis16.py')
   rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
                   ('--config.finetune.steps=100',)))
+  rows.append(Row('s2s-ol-lr1e-3', 'S2S + OL (100 steps at lr 1e-3)', 'davis16',
+                  'configs/s2s_davis16.py',
+                  ('--config.finetune.steps=100', '--config.finetune.learning_rate=1e-3')))
   rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', 'configs/s2s_davis16.py', (prior,)))
   rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', 'configs/s2s_davis16.py', (crf,)))
   both('s2s-prior-crf', 'S2S + flow prior + dense CRF', 'configs/s2s_davis16.py', prior, crf)
