@@ -61,7 +61,7 @@ def _rows() -> list[Row]:
     rows.append(Row(f'{name}-composites', system, 'composites', config, overrides))
 
   # The test-time levers (issue 13): the flow prior, the dense CRF and the flipped view.
-  prior, crf = '--config.temporal_prior.method=flow', '--config.postprocess.crf=True'
+  crf = '--config.postprocess.crf=True'
   no_prior, no_crf = '--config.temporal_prior.method=none', '--config.postprocess.crf=False'
   no_flip = '--config.segment.flip=False'
 
@@ -152,17 +152,18 @@ def _rows() -> list[Row]:
     for seed in (0, 1):
       rows.append(Row(f'{name}-seed{seed}-composites', f'{system}, random seed {seed}',
                       'composites', rvos, (ol, learning_rate, f'--config.seed={seed}')))
-  both('s2s', 'S2S', 'configs/s2s_davis16.py')
-  rows.append(Row('s2s-ol', 'S2S + OL (100 steps)', 'davis16', 'configs/s2s_davis16.py',
-                  ('--config.finetune.steps=100',)))
-  rows.append(Row('s2s-ol-lr1e-3', 'S2S + OL (100 steps at lr 1e-3)', 'davis16',
-                  'configs/s2s_davis16.py',
-                  ('--config.finetune.steps=100', '--config.finetune.learning_rate=1e-3')))
-  rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', 'configs/s2s_davis16.py', (prior,)))
-  rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', 'configs/s2s_davis16.py', (crf,)))
-  both('s2s-prior-crf', 'S2S + flow prior + dense CRF', 'configs/s2s_davis16.py', prior, crf)
-  rows.append(Row('s2s-ol-prior-crf', 'S2S + OL (100 steps) + flow prior + dense CRF', 'davis16',
-                  'configs/s2s_davis16.py', ('--config.finetune.steps=100', prior, crf)))
+  # S2S's config has had the levers on since 2026-12-07; before, they were off by default.
+  s2s, ol = 'configs/s2s_davis16.py', '--config.finetune.steps=100'
+  both('s2s', 'S2S (flow prior, dense CRF)', s2s)
+  both('s2s-no-levers', 'S2S, no test-time levers', s2s, no_prior, no_crf)
+  rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', s2s, (no_crf,)))
+  rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', s2s, (no_prior,)))
+  rows.append(Row('s2s-ol', 'S2S + OL (100 steps; flow prior, dense CRF)', 'davis16', s2s, (ol,)))
+  rows.append(Row('s2s-ol-no-levers', 'S2S + OL (100 steps), no test-time levers', 'davis16',
+                  s2s, (ol, no_prior, no_crf)))
+  rows.append(Row('s2s-ol-lr1e-3-no-levers', 'S2S + OL (100 steps at lr 1e-3), no test-time '
+                  'levers', 'davis16', s2s,
+                  (ol, '--config.finetune.learning_rate=1e-3', no_prior, no_crf)))
   deeplab_weights = '--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite'
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
                   (deeplab_weights,)))
