@@ -60,6 +60,8 @@ def get_config():
       # The previous mask's prior is perturbed so the network copes with its own errors:
       # centre by up to +-prior_shift sigma, spread by a factor up to x/ prior_spread.
       prior_shift=0.2, prior_spread=1.4,
+      # Param path prefixes left as they are (e.g. 'segmentation': train the modulators only).
+      frozen='',
       init_weights=''))  # Continue from trained OSMN weights (params.msgpack).
 
   # Optional online fine-tuning on each object's given frame (0: none, the default).
