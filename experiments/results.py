@@ -134,6 +134,14 @@ def _rows() -> list[Row]:
     rows.append(Row(f'osmn-no-{part}',
                     f'OSMN without the {part} modulator (at test time), no test-time levers',
                     'davis16', 'configs/osmn_davis16.py', (no_prior, no_crf), ((part, False),)))
+  # OSMN at its start, before any training: modulators at identity on the released OSVOS
+  # parent (experiments/osmn_davis16/README.md makes the weights: one training step at lr 0).
+  start = '--config.weights=runs/osmn_start/params.msgpack'
+  rows.append(Row('osmn-start', 'OSMN untrained: the OSVOS parent, modulators at identity (flow '
+                  'prior, dense CRF)', 'davis16', 'configs/osmn_davis16.py', (start,)))
+  rows.append(Row('osmn-start-no-levers', 'OSMN untrained: the OSVOS parent, modulators at '
+                  'identity, no test-time levers', 'davis16', 'configs/osmn_davis16.py',
+                  (start, no_prior, no_crf)))
   rows.append(Row('osmn-ft50', 'OSMN + 50 fine-tune steps, no test-time levers', 'davis16',
                   'configs/osmn_davis16.py', ('--config.finetune.steps=50', no_prior, no_crf)))
   rows.append(Row('osmn-ft50-levers', 'OSMN + 50 fine-tune steps (flow prior, dense CRF)',
