@@ -166,12 +166,21 @@ def _rows() -> list[Row]:
   both('s2s-no-levers', 'S2S, no test-time levers', s2s, no_prior, no_crf)
   rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', s2s, (no_crf,)))
   rows.append(Row('s2s-crf', 'S2S + dense CRF', 'davis16', s2s, (no_prior,)))
-  rows.append(Row('s2s-ol', 'S2S + OL (100 steps; flow prior, dense CRF)', 'davis16', s2s, (ol,)))
-  rows.append(Row('s2s-ol-no-levers', 'S2S + OL (100 steps), no test-time levers', 'davis16',
-                  s2s, (ol, no_prior, no_crf)))
-  rows.append(Row('s2s-ol-lr1e-3-no-levers', 'S2S + OL (100 steps at lr 1e-3), no test-time '
-                  'levers', 'davis16', s2s,
-                  (ol, '--config.finetune.learning_rate=1e-3', no_prior, no_crf)))
+  # OL's default since 2026-12-07: backbone and ConvLSTM frozen, Adam at 1e-3; before, the
+  # paper's (the ConvLSTM alone frozen) at 1e-4, which the s2s-ol-paper rows spell out.
+  for seed in (0, 1):
+    rows.append(Row('s2s-ol' + (f'-seed{seed}' if seed else ''), 'S2S + OL (100 steps at lr '
+                    '1e-3, backbone and ConvLSTM frozen; flow prior, dense CRF)'
+                    + (f', random seed {seed}' if seed else ''), 'davis16', s2s,
+                    (ol, f'--config.seed={seed}') if seed else (ol,)))
+  paper_ol = (ol, '--config.finetune.frozen=lstm')
+  rows.append(Row('s2s-ol-paper', "S2S + the paper's OL (100 steps at lr 1e-4, ConvLSTM frozen; "
+                  'flow prior, dense CRF)', 'davis16', s2s,
+                  (*paper_ol, '--config.finetune.learning_rate=1e-4')))
+  for lr in ('1e-4', '1e-3'):
+    rows.append(Row(f's2s-ol-paper-lr{lr}-no-levers', f"S2S + the paper's OL (100 steps at lr "
+                    f'{lr}, ConvLSTM frozen), no test-time levers', 'davis16', s2s,
+                    (*paper_ol, f'--config.finetune.learning_rate={lr}', no_prior, no_crf)))
   deeplab_weights = '--config.model.pretrained={weights}/deeplabv3_mnv2_pascal_257_float.tflite'
   rows.append(Row('deeplab', 'DeepLabV3 object classes', 'zeroshot', 'configs/deeplab_davis16.py',
                   (deeplab_weights,)))

@@ -72,7 +72,7 @@ def test_frames_without_a_mask_step_the_lstm_but_add_no_loss(small):
   assert loss(batch((True, True, True))) != pytest.approx(base, rel=1e-3)
 
 
-def test_online_learning_freezes_the_lstm_and_tunes_the_rest(small):
+def test_online_learning_freezes_the_lstm_and_backbone_and_tunes_the_rest(small):
   config, model, params = small
   config = config.copy_and_resolve_references()
   config.finetune.update(steps=3, learning_rate=1e-2)
@@ -84,7 +84,7 @@ def test_online_learning_freezes_the_lstm_and_tunes_the_rest(small):
   state = segmenter.add_objects(state, frame, [0], mask[None])
   tuned = jax.tree.map(lambda x: x[0], state['params'])
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), tuned, params)
-  assert not any(jax.tree.leaves(changed['lstm']))
+  assert not any(jax.tree.leaves(changed['lstm'])) and not any(jax.tree.leaves(changed['backbone']))
   assert all(jax.tree.leaves(changed['head'])) and all(jax.tree.leaves(changed['to_h']))
 
 

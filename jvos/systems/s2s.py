@@ -11,8 +11,9 @@ and mask that introduce it.
              objects and one ConvLSTM step and decoder per object, in one jitted call.
   online     `finetune.steps` > 0 is the paper's OL: initializer, encoder and decoder are
              fine-tuned on the augmented given frame (a two-frame clip: the frame itself, then
-             its augmented copy) with the ConvLSTM frozen (`finetune.frozen='lstm'`), through
-             the shared compiled loop.
+             its augmented copy), through the shared compiled loop, with the parameters
+             `finetune.frozen` names left as they are: the ConvLSTM in the paper ('lstm'),
+             the pretrained backbone too by default ('lstm,backbone').
 """
 
 from __future__ import annotations
