@@ -64,6 +64,8 @@ def _rows() -> list[Row]:
   crf = '--config.postprocess.crf=True'
   no_prior, no_crf = '--config.temporal_prior.method=none', '--config.postprocess.crf=False'
   no_flip = '--config.segment.flip=False'
+  # Online learning (RVOS, S2S): 100 fine-tune steps on the first frame.
+  ol = '--config.finetune.steps=100'
 
   both('flow', 'flow (DIS propagation)', 'configs/flow_davis16.py')
   # OSVOS's fine-tuning: crop 384, 300 steps, online adaptation every 5th frame by default;
@@ -152,7 +154,7 @@ def _rows() -> list[Row]:
   # RVOS with its network fine-tuned on the first frame, every object at once (not the paper's):
   # 100 steps at the learning rate first measured (1e-4) and at 1e-3, two seeds of OL's random
   # copies on the composites.
-  ol, rvos = '--config.finetune.steps=100', 'configs/rvos_davis17.py'
+  rvos = 'configs/rvos_davis17.py'
   for lr, name in (('1e-4', 'rvos-ol'), ('1e-3', 'rvos-ol-lr1e-3')):
     system = f'RVOS one-shot + OL (100 steps at lr {lr}, flow prior, dense CRF)'
     learning_rate = f'--config.finetune.learning_rate={lr}'
@@ -161,7 +163,7 @@ def _rows() -> list[Row]:
       rows.append(Row(f'{name}-seed{seed}-composites', f'{system}, random seed {seed}',
                       'composites', rvos, (ol, learning_rate, f'--config.seed={seed}')))
   # S2S's config has had the levers on since 2026-12-07; before, they were off by default.
-  s2s, ol = 'configs/s2s_davis16.py', '--config.finetune.steps=100'
+  s2s = 'configs/s2s_davis16.py'
   both('s2s', 'S2S (flow prior, dense CRF)', s2s)
   both('s2s-no-levers', 'S2S, no test-time levers', s2s, no_prior, no_crf)
   rows.append(Row('s2s-prior', 'S2S + flow prior', 'davis16', s2s, (no_crf,)))
