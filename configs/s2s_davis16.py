@@ -22,6 +22,7 @@ import os
 import ml_collections
 
 from configs import default
+from jvos import online_adaptation
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,6 +68,12 @@ def get_config():
       schedule='constant', warmup_steps=0, weight_decay=0.0, grad_clip=0.0,
       max_scale=1.2, max_shift=0.1, max_rotation=0.0, colour_jitter=0.0,
       frozen='lstm,backbone'))
+
+  # Online adaptation during the video (OnAVOS, as OSVOS's; off: 0): each object's network
+  # tuned again after every `every`-th frame on its confident pixels and its given frame, the
+  # same parameters frozen as OL. Fields: jvos/online_adaptation.py.
+  config.online = online_adaptation.default_config()
+  config.online.learning_rate = 1e-4
 
   # Test-time levers shared with OSVOS, OSMN and RVOS: each object kept near its flow-carried
   # previous mask (jvos/temporal_prior.py) and the dense CRF on the scores

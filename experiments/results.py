@@ -174,6 +174,10 @@ def _rows() -> list[Row]:
   rows.append(Row('s2s-ol', s2s_ol, 'davis16', s2s, (ol,)))
   rows.append(Row('s2s-ol-seed1', f'{s2s_ol}, random seed 1', 'davis16', s2s,
                   (ol, '--config.seed=1')))
+  # OL, then online adaptation (OnAVOS, as OSVOS's) during the video.
+  rows.append(Row('s2s-ol-online', 'S2S + OL (100 steps at lr 1e-3, backbone and ConvLSTM '
+                  'frozen; online adaptation every 5th frame, 10 steps at lr 1e-4; flow prior, '
+                  'dense CRF)', 'davis16', s2s, (ol, '--config.online.every=5')))
   paper_ol = (ol, '--config.finetune.frozen=lstm')
   rows.append(Row('s2s-ol-paper', "S2S + the paper's OL (100 steps at lr 1e-4, ConvLSTM frozen; "
                   'flow prior, dense CRF)', 'davis16', s2s,

@@ -5,8 +5,9 @@ batch from the given frame on device (the system's `make_batch`, typically `augm
 scale, shift and flip, resampled with map_coordinates), takes a gradient of the system's own
 training loss and applies the optax update. Nothing returns to Python between steps, so the
 loop costs what its arithmetic costs, on CPU, GPU or TPU alike. OSVOS fine-tunes every object
-this way, and adapts it during the video with the same compiled loop (its online adaptation);
-OSMN and S2S can fine-tune too (their papers' online variants), and RVOS (not in its paper).
+this way; OSMN and S2S can fine-tune too (their papers' online variants), and RVOS (not in its
+paper). OSVOS and S2S can also adapt each object during the video with the same compiled loop
+(online adaptation, `ObjectTuning`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jvos import errors
 from jvos import input_pipeline
+from jvos import online_adaptation
 from jvos import train
 
 
@@ -103,11 +106,14 @@ def augmented_batch(image: jax.Array, mask: jax.Array, rng: jax.Array,
 
 
 def two_frame_clips(image: jax.Array, labels: jax.Array, rng: jax.Array,
-                    config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+                    config: ml_collections.ConfigDict,
+                    then: tuple[jax.Array, jax.Array] | None = None
+                    ) -> tuple[jax.Array, jax.Array]:
   """OL batches of the recurrent systems (S2S, RVOS): `config.batch_size` clips of the given
   frame and its labels, then an augmented copy of both to predict from them (the motion made
-  up), (B, 2, h, w, 3) and (B, 2, h, w)."""
-  images, augmented = augmented_batch(image, labels, rng, config)
+  up), (B, 2, h, w, 3) and (B, 2, h, w). `then`: the frame and labels to copy instead (online
+  adaptation's current frame and its pseudo-labels)."""
+  images, augmented = augmented_batch(*(then or (image, labels)), rng, config)
   first = jnp.broadcast_to(image, images.shape)
   first_labels = jnp.broadcast_to(labels, augmented.shape)
   return jnp.stack([first, images], 1), jnp.stack([first_labels, augmented], 1)
@@ -246,3 +252,68 @@ class ObjectFinetuner:
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), stream)
     tuned, _ = self._run(params, inputs, key, steps, scale)
     return tuned
+
+
+class ObjectTuning:
+  """Each object's own network, as the segmenters that fine-tune one per object hold it (OSVOS,
+  S2S): fine-tuned on the frame and mask that give the object (`fit`), and with `online.every`
+  > 0 tuned again during the video, after every `every`-th frame, on that frame's confident
+  pixels and its given frame (`adapt`: OnAVOS, jvos/online_adaptation.py).
+
+  make_batch (as `ObjectFinetuner`'s) gets inputs 'image' (2, H, W, 3) and 'mask' (2, H, W):
+  the given frame twice to fine-tune on it, the given frame and the current one with its
+  pseudo-labels to adapt. One shape for both keeps them one compiled loop.
+
+  A video's state (`start`): 'params', the networks (`objects`, an `ObjectParams`: one for all
+  while nothing is tuned); 'given', each object's given frame and mask; 'previous', its last
+  mask; 'frames', the frames scored so far. The segmenter adds its own fields.
+  """
+
+  def __init__(self, loss_fn, make_batch, config: ml_collections.ConfigDict, params: Any):
+    self.finetuner = ObjectFinetuner(loss_fn, make_batch, config, params)
+    self.online = online_adaptation.settings(config.get('online'))
+    if self.online.every and not config.finetune.learning_rate:
+      raise errors.InputError(
+          'finetune.learning_rate=0 leaves online adaptation (which rescales it to '
+          f'online.learning_rate={self.online.learning_rate}) no rate; give it a positive '
+          'value, or turn adaptation off with online.every=0.')
+    self.objects = ObjectParams(per_object=self.finetuner.tunes or bool(self.online.every))
+
+  def start(self, params: Any, num_objects: int) -> dict[str, Any]:
+    return {'params': self.objects.start(params, num_objects), 'given': [None] * num_objects,
+            'previous': [None] * num_objects, 'frames': 0}
+
+  def fit(self, state: dict[str, Any], params: Any, slot: int, image: np.ndarray,
+          mask: np.ndarray) -> Any:
+    """Object `slot`'s network: `params` fine-tuned on its given frame, kept in `state`, which
+    remembers that frame for adapting."""
+    image, mask = np.asarray(image, np.float32), np.asarray(mask, np.float32)
+    tuned = self.finetuner.tune(
+        params, {'image': np.stack([image, image]), 'mask': np.stack([mask, mask])}, slot)
+    state['params'] = self.objects.set(state['params'], slot, tuned)
+    if self.online.every:
+      state['given'][slot] = {'image': image, 'mask': mask}
+      state['previous'][slot] = mask > 0.5
+    return tuned
+
+  def adapt(self, state: dict[str, Any], image: np.ndarray, scores: np.ndarray) -> None:
+    """After a frame was scored (`scores`: each object's probabilities): every `every`-th
+    frame, each object's network tuned on that frame's pseudo-labels and its given frame."""
+    state['frames'] += 1
+    if not self.online.every:
+      return
+    if state['frames'] % self.online.every == 0:
+      for slot, (given, previous) in enumerate(zip(state['given'], state['previous'])):
+        labels = None if given is None else online_adaptation.pseudo_labels(
+            scores[slot], previous, self.online.positive, self.online.negative_distance)
+        if labels is not None:
+          inputs = {'image': np.stack([given['image'], np.asarray(image, np.float32)]),
+                    'mask': np.stack([given['mask'], labels])}
+          # A new random stream per object and adaptation, none of them an object's slot (the
+          # stream of its first fine-tuning): fold in the frame count too.
+          tuned = self.finetuner.tune(self.objects.get(state['params'], slot), inputs,
+                                      state['frames'] * len(scores) + slot,
+                                      self.online.steps, self.online.learning_rate)
+          state['params'] = self.objects.set(state['params'], slot, tuned)
+    state['previous'] = [None if given is None else scores[slot] > 0.5
+                         for slot, given in enumerate(state['given'])]

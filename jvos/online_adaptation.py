@@ -4,9 +4,10 @@ during the video from its own confident answers.
 After every `every`-th frame each object's network takes `steps` more fine-tuning steps, half
 on the given first frame and half on the frame just scored, whose targets (`pseudo_labels`)
 are the confident pixels near the object's previous mask as the object and everything far from
-that mask as background. OSVOS's segmenter runs it (jvos/systems/osvos.py) in the shared
-compiled fine-tuning loop; this module holds what needs no JAX: the `online` config section and
-the targets, so configs import it without importing JAX.
+that mask as background. `jvos.finetune.ObjectTuning` runs it for the segmenters that tune one
+network per object (OSVOS, S2S) in the shared compiled fine-tuning loop; this module holds what
+needs no JAX: the `online` config section and the targets, so configs import it without
+importing JAX.
 """
 
 from __future__ import annotations

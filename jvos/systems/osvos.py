@@ -20,7 +20,6 @@ import ml_collections
 import numpy as np
 
 from jvos import finetune
-from jvos import online_adaptation
 from jvos import test_time_augmentation
 from jvos import weights
 from jvos.data.video import VOID
@@ -102,27 +101,19 @@ def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
 class FinetuneSegmenter:
   """Segmenter: fine-tune the parent on each object's given mask, then score every frame.
 
-  State: 'params', the objects' networks (`finetune.ObjectParams`: stacked, one per object,
+  State: `finetune.ObjectTuning`'s: 'params', the objects' networks (stacked, one per object,
   so one jitted call scores every object of a frame; an object not fine-tuned yet holds the
-  parent; only the parent when nothing is fine-tuned, `finetune.steps=0`); for
-  online adaptation also each object's given frame and mask ('given') and its last mask
-  ('previous'), and the frames scored so far ('frames').
+  parent; only the parent when nothing is tuned, `finetune.steps=0` and `online.every=0`), and
+  what online adaptation keeps.
   """
 
   def __init__(self, model: osvos.OSVOS, parent_params: Any,
                config: ml_collections.ConfigDict):
     # On the device once: loaded params are numpy, and every jitted call would copy them again.
     self.parent_params = jax.device_put(parent_params)
-    self._finetuner = finetune.ObjectFinetuner(
+    self._tuning = finetune.ObjectTuning(
         functools.partial(loss, model, hard_weight=config.finetune.get('hard_weight', 0.0)),
         finetune_batch, config, self.parent_params)
-    self.online = online_adaptation.settings(config.get('online'))
-    if self.online.every and not config.finetune.learning_rate:
-      raise InputError('finetune.learning_rate=0 leaves online adaptation (which rescales it to '
-                       f'online.learning_rate={self.online.learning_rate}) no rate; give it a '
-                       'positive value, or turn adaptation off with online.every=0.')
-    self._objects = finetune.ObjectParams(
-        per_object=self._finetuner.tunes or bool(self.online.every))
     flip, scales = test_time_augmentation.settings(config.segment)
 
     def predict(params, image):
@@ -133,51 +124,22 @@ class FinetuneSegmenter:
     # every object that answer: `objects` sets the object axis then.
     self._predict = jax.jit(
         lambda params, image, objects: jax.vmap(
-            predict, in_axes=(self._objects.axis, None), axis_size=objects)(params, image),
+            predict, in_axes=(self._tuning.objects.axis, None), axis_size=objects)(params, image),
         static_argnums=2)
 
   def start(self, video: VideoInput) -> dict[str, Any]:
-    objects = max(video.num_objects, 1)
-    return {'params': self._objects.start(self.parent_params, objects),
-            'given': [None] * objects, 'previous': [None] * objects, 'frames': 0}
+    return self._tuning.start(self.parent_params, max(video.num_objects, 1))
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    image = jnp.asarray(frame, jnp.float32)
-    scores = np.asarray(self._predict(state['params'], image, len(state['given'])))
-    state['frames'] += 1
-    if self.online.every:
-      if state['frames'] % self.online.every == 0:
-        self._adapt(state, image, scores)
-      state['previous'] = [None if given is None else scores[slot] > 0.5
-                           for slot, given in enumerate(state['given'])]
+    scores = np.asarray(self._predict(state['params'], jnp.asarray(frame, jnp.float32),
+                                      len(state['given'])))
+    self._tuning.adapt(state, frame, scores)
     return state, scores
-
-  def _adapt(self, state: dict[str, Any], image: jax.Array, scores: np.ndarray) -> None:
-    """Fine-tunes each object's network on this frame's pseudo-labels and its given frame."""
-    for slot, (given, previous) in enumerate(zip(state['given'], state['previous'])):
-      labels = None if given is None else online_adaptation.pseudo_labels(
-          scores[slot], previous, self.online.positive, self.online.negative_distance)
-      if labels is not None:
-        inputs = {'image': jnp.stack([given['image'], image]),
-                  'mask': jnp.stack([given['mask'], jnp.asarray(labels)])}
-        params = self._objects.get(state['params'], slot)
-        # A new random stream per object and adaptation, none of them an object's slot (the
-        # stream of its first fine-tuning): fold in the frame count too.
-        tuned = self._finetuner.tune(params, inputs, state['frames'] * len(scores) + slot,
-                                     self.online.steps, self.online.learning_rate)
-        state['params'] = self._objects.set(state['params'], slot, tuned)
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
-    image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
-      given = {'image': image, 'mask': jnp.asarray(mask, jnp.float32)}
-      twice = jax.tree.map(lambda x: jnp.stack([x, x]), given)
-      state['params'] = self._objects.set(
-          state['params'], slot, self._finetuner.tune(self.parent_params, twice, slot))
-      if self.online.every:
-        state['given'][slot] = given
-        state['previous'][slot] = np.asarray(mask, bool)
+      self._tuning.fit(state, self.parent_params, slot, frame, mask)
     return state
 
 

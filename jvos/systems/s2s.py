@@ -13,7 +13,10 @@ and mask that introduce it.
              fine-tuned on the augmented given frame (a two-frame clip: the frame itself, then
              its augmented copy), through the shared compiled loop, with the parameters
              `finetune.frozen` names left as they are: the ConvLSTM in the paper ('lstm'),
-             the pretrained backbone too by default ('lstm,backbone').
+             the pretrained backbone too by default ('lstm,backbone'). With `online.every`
+             > 0 each object's network is tuned again during the video (OnAVOS, as OSVOS's
+             online adaptation): clips of the given frame, then the current frame with its
+             confident pixels as targets.
 """
 
 from __future__ import annotations
@@ -102,23 +105,28 @@ def make_loss(config: ml_collections.ConfigDict, model: s2s.S2S):
 
 def finetune_batch(inputs: dict[str, jax.Array], rng: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """OL: clips of the given frame, then an augmented copy of it to predict."""
-  images, labels = finetune.two_frame_clips(inputs['image'], inputs['mask'], rng, config)
+  """Clips of the given frame, then an augmented copy to predict: of the given frame (OL), or
+  of the given or the current frame, a coin flip per step (online adaptation). inputs: 'image'
+  (2, H, W, 3) and 'mask' (2, H, W), as `finetune.ObjectTuning` gives them."""
+  # Its own stream: with the given frame twice, the copies of before adaptation existed.
+  pick = jax.random.bernoulli(jax.random.fold_in(rng, 3)).astype(jnp.int32)
+  images, labels = finetune.two_frame_clips(inputs['image'][0], inputs['mask'][0], rng, config,
+                                            then=(inputs['image'][pick], inputs['mask'][pick]))
   return {'image': images, 'labels': labels}
 
 
 class SequenceSegmenter:
   """Segmenter: a ConvLSTM state per object, one jitted step for all objects per frame.
 
-  State (on the device): 'params' the objects' networks (`finetune.ObjectParams`: one for
-  all unless OL fine-tunes each), 'h' and 'c' (objects, 1, h, w, hidden), 'masks' each
-  object's previous soft mask (used without an initializer only).
+  State (on the device): `finetune.ObjectTuning`'s ('params' the objects' networks: one for all
+  unless OL or online adaptation tunes each; what adaptation keeps), 'h' and 'c' (objects, 1,
+  h, w, hidden), 'masks' each object's previous soft mask (used without an initializer only).
   """
 
   def __init__(self, model: s2s.S2S, params: Any, config: ml_collections.ConfigDict):
     self.model, self.params = model, jax.device_put(params)
-    self._finetuner = finetune.ObjectFinetuner(functools.partial(loss, model), finetune_batch,
-                                               config, self.params)
+    self._tuning = finetune.ObjectTuning(functools.partial(loss, model), finetune_batch,
+                                         config, self.params)
     self._initialize = jax.jit(lambda p, frame, mask: model.apply(
         {'params': p}, frame[None], mask[None], method=s2s.S2S.initialize))
 
@@ -129,14 +137,12 @@ class SequenceSegmenter:
       logits, (h, c) = model.apply({'params': p}, stages, (h, c), size, method=s2s.S2S.step)
       return jax.nn.sigmoid(logits), h, c
 
-    self._objects = finetune.ObjectParams(per_object=self._finetuner.tunes)
-
     def step(params, frame, h, c, masks):
       # With one network for all objects and an initializer (the encoder then ignores the
       # masks), vmap leaves the encoder unbatched: each frame is encoded once.
       probabilities, h, c = jax.vmap(
           lambda p, h, c, mask: decode(p, encode(p, frame, mask), h, c, frame.shape[:2]),
-          in_axes=(self._objects.axis, 0, 0, 0))(params, h, c, masks)
+          in_axes=(self._tuning.objects.axis, 0, 0, 0))(params, h, c, masks)
       return probabilities[:, 0], h, c
     self._step = jax.jit(step)
 
@@ -145,23 +151,25 @@ class SequenceSegmenter:
     frame = jnp.zeros((*video.working_size, 3))
     h, c = jax.eval_shape(self._initialize, self.params, frame, frame[..., 0])
     zeros = lambda x: jnp.zeros((objects, *x.shape), x.dtype)
-    return {'params': self._objects.start(self.params, objects), 'h': zeros(h),
-            'c': zeros(c), 'masks': jnp.zeros((objects, 1, *video.working_size))}
+    return {**self._tuning.start(self.params, objects), 'h': zeros(h), 'c': zeros(c),
+            'masks': jnp.zeros((objects, 1, *video.working_size))}
 
   def step(self, state: dict[str, Any], frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     probabilities, h, c = self._step(state['params'], jnp.asarray(frame, jnp.float32),
                                      state['h'], state['c'], state['masks'])
-    return {**state, 'h': h, 'c': c, 'masks': probabilities[:, None]}, np.asarray(probabilities)
+    state = {**state, 'h': h, 'c': c, 'masks': probabilities[:, None]}
+    probabilities = np.asarray(probabilities)
+    self._tuning.adapt(state, frame, probabilities)
+    return state, probabilities
 
   def add_objects(self, state: dict[str, Any], frame: np.ndarray, slots: Sequence[int],
                   masks: np.ndarray) -> dict[str, Any]:
     image = jnp.asarray(frame, jnp.float32)
     for slot, mask in zip(slots, masks):
+      params = self._tuning.fit(state, self.params, slot, frame, mask)
       mask = jnp.asarray(mask, jnp.float32)
-      params = self._finetuner.tune(self.params, {'image': image, 'mask': mask}, slot)
       h, c = self._initialize(params, image, mask)
-      state = {'params': self._objects.set(state['params'], slot, params),
-               'h': state['h'].at[slot].set(h), 'c': state['c'].at[slot].set(c),
+      state = {**state, 'h': state['h'].at[slot].set(h), 'c': state['c'].at[slot].set(c),
                'masks': state['masks'].at[slot, 0].set(mask)}
     return state
 
