@@ -234,10 +234,13 @@ def config_weights(config_file: str) -> str:
 
 
 def machine() -> str:
-  cpu = next((line.split(':', 1)[1].strip() for line in
-              pathlib.Path('/proc/cpuinfo').read_text().splitlines()
-              if line.startswith('model name')), platform.processor())
-  return f'{os.cpu_count()} cores, {cpu}'
+  """Cores, CPU model and whether it has AVX-512: machines named 'AMD EPYC' here come with and
+  without it, 3-6x apart on these networks (experiments/objects_speed.md)."""
+  info = pathlib.Path('/proc/cpuinfo').read_text().splitlines()
+  field = lambda name: next((line.split(':', 1)[1].strip() for line in info
+                             if line.startswith(name)), '')
+  vector = 'AVX-512' if 'avx512f' in field('flags').split() else 'no AVX-512'
+  return f'{os.cpu_count()} cores, {field("model name") or platform.processor()}, {vector}'
 
 
 def run(row: Row, davis: pathlib.Path, composites_root: pathlib.Path,
