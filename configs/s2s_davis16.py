@@ -72,8 +72,8 @@ def get_config():
   # Online adaptation during the video (OnAVOS, as OSVOS's; off: 0): each object's network
   # tuned again after every `every`-th frame on its confident pixels and its given frame, the
   # same parameters frozen as OL. After OL, every=5 scored 0.702 against 0.714 / 0.728 without:
-  # +0.15-0.21 where the object changes, -0.08-0.16 where OL alone holds it
-  # (experiments/s2s_davis16/README.md). Fields: jvos/online_adaptation.py.
+  # +0.07-0.21 on the three sequences where the object changes, -0.02 to -0.16 on the other
+  # seven (experiments/s2s_davis16/README.md). Fields: jvos/online_adaptation.py.
   config.online = online_adaptation.default_config()
   config.online.learning_rate = 1e-4
 
