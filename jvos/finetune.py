@@ -303,11 +303,12 @@ class ObjectTuning:
     if not self.online.every:
       return
     if state['frames'] % self.online.every == 0:
+      current = np.asarray(image, np.float32)
       for slot, (given, previous) in enumerate(zip(state['given'], state['previous'])):
         labels = None if given is None else online_adaptation.pseudo_labels(
             scores[slot], previous, self.online.positive, self.online.negative_distance)
         if labels is not None:
-          inputs = {'image': np.stack([given['image'], np.asarray(image, np.float32)]),
+          inputs = {'image': np.stack([given['image'], current]),
                     'mask': np.stack([given['mask'], labels])}
           # A new random stream per object and adaptation, none of them an object's slot (the
           # stream of its first fine-tuning): fold in the frame count too.
